@@ -1,0 +1,47 @@
+"""The `mpidock` command: argparse, main(argv) -> int, the one place errors become exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from launcher import __version__
+from launcher import entry
+from launcher.errors import LauncherError
+from launcher.testbed import command as testbed_command
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpidock", description="Run multi-node MPI programs inside Docker containers on Slurm."
+    )
+    parser.add_argument("--version", action="version", version=f"mpidock {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    entry.add_parser(sub)
+    testbed_command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return int(args.run(args))
+    except LauncherError as e:
+        print(f"mpidock: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mpidock: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Containers as data plus labels: one place turns a ContainerSpec into docker-py calls."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
+from docker.types import Mount
+
+from launcher.errors import DockerUnavailable, NodeFailed
+from launcher.plan import LABEL_PREFIX, ContainerSpec
+
+log = logging.getLogger(__name__)
+
+
+def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """docker-py `containers.create` arguments; every field of the spec is used."""
+    return {
+        "image": spec.image,
+        "command": list(spec.command),
+        "name": spec.name,
+        "user": spec.user,
+        "group_add": [str(g) for g in spec.group_add],
+        "labels": dict(spec.labels),
+        "mounts": [Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts],
+        "working_dir": spec.working_dir,
+        "environment": dict(spec.environment),
+        "network_mode": spec.network_mode,
+        "cap_drop": list(spec.cap_drop),
+        "security_opt": list(spec.security_opt),
+        "init": spec.init,
+        "shm_size": spec.shm_size,
+        "detach": True,
+        "stdin_open": False,
+        "tty": False,
+    }
+
+
+def client_for_node(node: str, timeout: float = 60) -> docker.DockerClient:
+    """The node's engine at the default socket (DOCKER_HOST honoured)."""
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as e:
+        raise DockerUnavailable(
+            f"cannot reach the Docker engine: {e}", node=node,
+            hint="is dockerd running, and are you in the docker group (id -nG)?",
+        ) from e  # fmt: skip
+    return client
+
+
+def start(client: docker.DockerClient, spec: ContainerSpec, node: str) -> Container:
+    """Create and start; a start that fails removes what it created."""
+    remove_named(client, spec.name)
+    try:
+        container = client.containers.create(**docker_kwargs(spec))
+    except DockerException as e:
+        raise NodeFailed(f"cannot create container {spec.name}: {_why(e)}", node=node) from e
+    try:
+        container.start()
+    except DockerException as e:
+        remove(container)
+        raise NodeFailed(f"cannot start container {spec.name}: {_why(e)}", node=node) from e
+    return container
+
+
+def remove(container: Container, *, grace: float = 0) -> None:
+    """Stop (SIGTERM, SIGKILL after grace seconds) and remove; a gone container is fine."""
+    try:
+        if grace > 0:
+            container.stop(timeout=int(max(1, grace)))
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as e:
+        if e.status_code != 409:  # removal already in progress
+            raise
+
+
+def remove_named(client: docker.DockerClient, name: str) -> None:
+    try:
+        remove(client.containers.get(name))
+    except NotFound:
+        pass
+
+
+def job_containers(client: docker.DockerClient, job_id: str | None = None) -> list[Container]:
+    """Containers carrying our labels, of one job or of every job."""
+    label = f"{LABEL_PREFIX}.job" + (f"={job_id}" if job_id else "")
+    return list(client.containers.list(all=True, filters={"label": label}))
+
+
+def exit_info(container: Container) -> tuple[str, int]:
+    """(status, exit code) as Docker reports them now; ('gone', -1) when removed."""
+    try:
+        container.reload()
+    except NotFound:
+        return "gone", -1
+    state = container.attrs.get("State", {})
+    return str(state.get("Status", "unknown")), int(state.get("ExitCode", -1))
+
+
+def tail(container: Container, lines: int = 5) -> str:
+    try:
+        return str(container.logs(tail=lines).decode(errors="replace").strip())
+    except DockerException:
+        return ""
+
+
+def _why(e: DockerException) -> str:
+    text = getattr(e, "explanation", None) or str(e)
+    return str(text).strip().splitlines()[0][:300]

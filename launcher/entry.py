@@ -1,0 +1,152 @@
+"""`mpidock slurm-entry`: one task of the srun step. Facts, then a plan, then its execution."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from launcher import containers, images, leader, network, worker
+from launcher.errors import LauncherError, UsageError
+from launcher.identity import current_identity
+from launcher.mpi import MpiFlavor, detect_flavor
+from launcher.plan import LaunchPlan, Options, build_plan
+from launcher.record import runs_dir, write_json
+from launcher.signals import Inbox
+from launcher.slurm import SlurmEnv
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("slurm-entry", help="run on every node by srun inside an allocation")
+    add_launch_options(p)
+    p.set_defaults(run=run)
+
+
+def add_launch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="the Docker image to run in")
+    p.add_argument("--np", type=int, help="total ranks (default: the allocation's CPUs)")
+    p.add_argument("--ppn", type=int, help="ranks per node (overrides Slurm's counts)")
+    p.add_argument("--port", type=int, help="the job's sshd port (default from the job id)")
+    p.add_argument("--port-range", type=_range, default=(20000, 29999), metavar="LOW-HIGH")
+    p.add_argument("--iface", help="network interface for MPI (default: the route to peers)")
+    p.add_argument("--mpi", choices=["auto", *[f.value for f in MpiFlavor]], default="auto")
+    p.add_argument("--mpi-arg", action="append", default=[], dest="mpi_args",
+                   help="an extra mpirun argument (repeatable)")
+    p.add_argument("-x", "--env", action="append", default=[], dest="env_forward",
+                   help="forward this environment variable to every rank (repeatable)")
+    p.add_argument("--mount", action="append", default=[], dest="mounts",
+                   help="bind SRC[:DST] into every container (repeatable)")
+    p.add_argument("--job-root", help="shared directory for per-job keys (default ~/.mpidock/jobs)")
+    p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for workers")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and start nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+
+
+def options(args: argparse.Namespace) -> Options:
+    command = tuple(args.command[1:] if args.command[:1] == ["--"] else args.command)
+    if not command:
+        raise UsageError("no command to run", hint="put the program after --: -- ./app args")
+    return Options(
+        image=args.image, command=command, np=args.np, ppn=args.ppn, port=args.port,
+        port_range=args.port_range, iface=args.iface, mpi=args.mpi,
+        mpi_args=tuple(args.mpi_args), env_forward=tuple(args.env_forward),
+        mounts=tuple(args.mounts), job_root=args.job_root, ready_timeout=args.ready_timeout,
+        grace=args.grace,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = options(args)
+    env = SlurmEnv.from_environ(os.environ)
+    ident = current_identity()
+    peers = [n for n in env.nodes if n != env.node_name] if env.is_leader else []
+    net = network.choose(peers, opts.iface) if env.is_leader and env.acts else None
+    flavor = MpiFlavor(opts.mpi) if opts.mpi != "auto" else None
+    plan = build_plan(env, opts, ident, cwd=os.getcwd(), image=opts.image,
+                      flavor=flavor or (MpiFlavor.OPENMPI if args.dry_run else None),
+                      network=net)
+    if args.dry_run:
+        return _print_plan(plan, as_json=args.json, assumed=flavor is None)
+    if plan.role == "idle":
+        return 0
+    inbox = Inbox().install()
+    client = containers.client_for_node(env.node_name)
+    if plan.role == "worker":
+        return worker.run_worker(plan, client, inbox)
+    return _lead(env, opts, plan, client, inbox, flavor)
+
+
+def _lead(env: SlurmEnv, opts: Options, plan: LaunchPlan, client: Any, inbox: Inbox,
+          flavor: MpiFlavor | None) -> int:
+    started = time.time()
+    run = leader.LeaderRun()
+    error: LauncherError | None = None
+    leader.create_job(plan)
+    try:
+        with leader.Heartbeat(plan):
+            with run.timings.phase("image"):
+                tag, run.image_path = images.ensure_personal(client, plan.image, plan.identity,
+                                                             plan.node)
+                run.image_id = images.base_id(client, plan.image, plan.node)
+                flavor = flavor or detect_flavor(images.mpi_version_text(client, tag, plan.node))
+            plan = build_plan(env, opts, plan.identity, cwd=os.getcwd(), image=opts.image,
+                              flavor=flavor, network=plan.network)
+            leader.wait_workers(plan, run, inbox)
+            run.exit_code = leader.run_mpirun(plan, client, run, inbox, tag)
+    except LauncherError as e:
+        error = e
+        raise
+    finally:
+        leader.end_job(plan, run)
+        _write_record(plan, run, started, error)
+    return run.exit_code
+
+
+def _write_record(plan: LaunchPlan, run: leader.LeaderRun, started: float,
+                  error: LauncherError | None) -> None:
+    record = {
+        "job_id": plan.job_id, "started": started, "ended": time.time(),
+        "image": plan.image, "image_id": run.image_id, "mpi": plan.flavor,
+        "nodes": [{"node": h.node, "slots": h.slots} for h in plan.nodes],
+        "leader": {"node": plan.node, "image_path": run.image_path,
+                   "timings": run.timings.phases},
+        "workers": run.nodes, "mpirun_argv": list(plan.mpirun),
+        "exit_code": run.exit_code if error is None else 1,
+        "mpirun_exit_code": run.exit_code,
+        "error": None if error is None else {"message": str(error), "node": error.node},
+    }  # fmt: skip
+    write_json(runs_dir(plan.identity.home) / f"{plan.job_id}.json", record)
+
+
+def _print_plan(plan: LaunchPlan, *, as_json: bool, assumed: bool) -> int:
+    data = plan.to_dict()
+    if assumed:
+        data["flavor"] = "auto (detected at launch; the argv shown assumes openmpi)"
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"role: {plan.role} on {plan.node} (job {plan.job_id})")
+    print("nodes: " + ", ".join(f"{h.node}:{h.slots}" for h in plan.nodes))
+    print(f"port: {plan.port}  job dir: {plan.job_dir}")
+    if plan.container:
+        print(f"container: {json.dumps(data['container'])}")
+    if plan.mpirun:
+        from launcher.mpi import display
+        print(f"mpirun: {display(plan.mpirun)}")
+    return 0
+
+
+def _range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    if not sep or not low.isdigit() or not high.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW-HIGH, e.g. 20000-29999")
+    return int(low), int(high)
+
+
+def _flush() -> None:
+    sys.stdout.flush()

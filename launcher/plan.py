@@ -1,0 +1,214 @@
+"""The launch as plain frozen data: who runs, where, in which containers, with what argv.
+
+Builders here do no I/O: facts (environment, identity, network, MPI flavour) are
+gathered first by launcher.facts, then turned into a LaunchPlan, then executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.keys import JobDir
+from launcher.mpi import MpiFlavor, MpiLaunch, Network, mpirun_argv
+from launcher.slurm import NodeSlots, SlurmEnv, job_port, slots_per_node
+
+LABEL_PREFIX = "org.mpidock"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The job user exactly as the host knows them."""
+
+    user: str
+    uid: int
+    gid: int
+    group: str
+    groups: tuple[tuple[str, int], ...]
+    home: str
+    shell: str = "/bin/sh"
+
+    @property
+    def supplementary_gids(self) -> tuple[int, ...]:
+        return tuple(gid for _, gid in self.groups)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for on the command line (after configuration is applied)."""
+
+    image: str
+    command: tuple[str, ...]
+    np: int | None = None
+    ppn: int | None = None
+    port: int | None = None
+    port_range: tuple[int, int] = (20000, 29999)
+    iface: str | None = None
+    mpi: str = "auto"
+    mpi_args: tuple[str, ...] = ()
+    env_forward: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ()
+    job_root: str | None = None
+    ready_timeout: float = 120.0
+    grace: float = 10.0
+    shm_size: str = "1g"
+    keep_image: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container, in the terms launcher.containers turns into docker-py arguments."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    user: str
+    group_add: tuple[int, ...]
+    labels: tuple[tuple[str, str], ...]
+    mounts: tuple[tuple[str, str], ...]
+    working_dir: str
+    environment: tuple[tuple[str, str], ...] = ()
+    network_mode: str = "host"
+    cap_drop: tuple[str, ...] = ("ALL",)
+    security_opt: tuple[str, ...] = ("no-new-privileges",)
+    init: bool = True
+    shm_size: str = "1g"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything one task of the step will do; printed by --dry-run."""
+
+    role: str
+    job_id: str
+    node: str
+    nodes: tuple[NodeSlots, ...]
+    port: int
+    identity: Identity
+    job_dir: str
+    image: str
+    container: ContainerSpec | None
+    mpirun: tuple[str, ...] = ()
+    flavor: str = ""
+    network: Network | None = None
+    ready_timeout: float = 120.0
+    grace: float = 10.0
+    keep_image: bool = True
+    workers: tuple[str, ...] = field(default=())
+
+    @property
+    def job(self) -> JobDir:
+        return JobDir(Path(self.job_dir))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def role_of(env: SlurmEnv) -> str:
+    if not env.acts:
+        return "idle"
+    return "leader" if env.is_leader else "worker"
+
+
+def labels(job_id: str, role: str, node: str, user: str) -> tuple[tuple[str, str], ...]:
+    return (
+        (f"{LABEL_PREFIX}.job", job_id),
+        (f"{LABEL_PREFIX}.role", role),
+        (f"{LABEL_PREFIX}.node", node),
+        (f"{LABEL_PREFIX}.user", user),
+    )
+
+
+def build_plan(
+    env: SlurmEnv,
+    opts: Options,
+    ident: Identity,
+    *,
+    cwd: str,
+    image: str,
+    flavor: MpiFlavor | None,
+    network: Network | None,
+) -> LaunchPlan:
+    """The plan for this task: its role, its container and (leader) the mpirun argv."""
+    role = role_of(env)
+    hosts = slots_per_node(env, ppn=opts.ppn, np=opts.np)
+    port = opts.port or job_port(env.job_id, *opts.port_range)
+    job_root = opts.job_root or f"{ident.home}/.mpidock/jobs"
+    job = JobDir(Path(job_root) / env.job_id)
+    leader_node = hosts[0].node
+    argv: tuple[str, ...] = ()
+    if role == "leader" and flavor is not None:
+        argv = tuple(mpirun_argv(_mpi_launch(opts, hosts, job, flavor, network)))
+    spec = None
+    if role != "idle":
+        command = argv if role == "leader" else _sshd_command(job)
+        spec = _container(env, opts, ident, role, image, command, cwd, job_root)
+    return LaunchPlan(
+        role=role, job_id=env.job_id, node=env.node_name, nodes=hosts, port=port,
+        identity=ident, job_dir=str(job.path), image=image, container=spec, mpirun=argv,
+        flavor=flavor.value if flavor else "", network=network,
+        ready_timeout=opts.ready_timeout, grace=opts.grace, keep_image=opts.keep_image,
+        workers=tuple(h.node for h in hosts if h.node != leader_node),
+    )  # fmt: skip
+
+
+def _mpi_launch(
+    opts: Options, hosts: tuple[NodeSlots, ...], job: JobDir, flavor: MpiFlavor,
+    network: Network | None,
+) -> MpiLaunch:
+    return MpiLaunch(
+        flavor=flavor, hosts=hosts, ssh_agent=str(job.ssh_wrapper), network=network,
+        command=opts.command, extra_args=opts.mpi_args, env_forward=opts.env_forward,
+        env_set=_mpi_env(flavor),
+    )  # fmt: skip
+
+
+def _mpi_env(flavor: MpiFlavor) -> tuple[tuple[str, str], ...]:
+    if flavor is MpiFlavor.MPICH:
+        return MPICH_ENV
+    return ()
+
+
+# Settings proven on the testbed for MPICH over UCX with several ranks per node.
+MPICH_ENV: tuple[tuple[str, str], ...] = ()
+
+
+def _sshd_command(job: JobDir) -> tuple[str, ...]:
+    return ("/usr/sbin/sshd", "-D", "-e", "-f", str(job.sshd_config))
+
+
+def _container(
+    env: SlurmEnv, opts: Options, ident: Identity, role: str, image: str,
+    command: tuple[str, ...], cwd: str, job_root: str,
+) -> ContainerSpec:
+    return ContainerSpec(
+        name=f"mpidock-{env.job_id}-{role}-{env.node_name}",
+        image=image,
+        command=command,
+        user=f"{ident.uid}:{ident.gid}",
+        group_add=ident.supplementary_gids,
+        labels=labels(env.job_id, role, env.node_name, ident.user),
+        mounts=_mounts(ident, opts, cwd, job_root),
+        working_dir=cwd,
+        environment=(("HOME", ident.home), ("USER", ident.user), ("LOGNAME", ident.user)),
+        shm_size=opts.shm_size,
+    )
+
+
+def _mounts(
+    ident: Identity, opts: Options, cwd: str, job_root: str
+) -> tuple[tuple[str, str], ...]:
+    """Host paths bound at the same path: home, job root, working directory, user mounts."""
+    pairs: dict[str, str] = {}
+    for path in (ident.home, job_root, cwd):
+        if not any(_under(path, p) for p in pairs):
+            pairs[path] = path
+    for spec in opts.mounts:
+        src, _, dst = spec.partition(":")
+        pairs[src] = dst or src
+    return tuple(pairs.items())
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")

@@ -1,0 +1,45 @@
+"""Per-phase timings and the JSON run record of each job."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class Timings:
+    """Seconds spent in each named phase, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.monotonic() - start, 4)
+
+
+def runs_dir(home: str) -> Path:
+    return Path(os.environ.get("MPIDOCK_RUNS_DIR") or Path(home) / ".mpidock" / "runs")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: readers on other nodes never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    partial.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None

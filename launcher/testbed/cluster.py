@@ -1,0 +1,131 @@
+"""Slurm and munge on the testbed: munged and slurmctld on the host, one slurmd per node."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+from launcher.proc import run, succeeds
+from launcher.testbed import daemons
+from launcher.testbed.layout import RUN, SLURM_CONF, STATE, Layout, Node
+from launcher.testbed.texts import slurm_conf
+
+MUNGE_PID = Path("/run/munge/munged.pid")
+MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
+DOCKER_SOCK = "/run/docker.sock"
+
+
+def ensure_munge() -> bool:
+    """munged on the host; True when it had to be started."""
+    if daemons.running(MUNGE_PID, "munged") and succeeds(["munge", "-n"]):
+        return False
+    munge = pwd.getpwnam("munge")
+    MUNGE_PID.parent.mkdir(parents=True, exist_ok=True)
+    os.chown(MUNGE_PID.parent, munge.pw_uid, munge.pw_gid)
+    MUNGE_SOCKET.unlink(missing_ok=True)
+    Path(f"{MUNGE_SOCKET}.lock").unlink(missing_ok=True)
+    daemons.spawn(["munged", "--foreground"], "munged.log", user="munge")
+    daemons.wait_for(lambda: succeeds(["munge", "-n"]), timeout=30, what="munged")
+    return True
+
+
+def write_conf(layout: Layout) -> bool:
+    """Write slurm.conf; True when it changed (slurmctld must then restart)."""
+    text = slurm_conf(layout)
+    if SLURM_CONF.exists() and SLURM_CONF.read_text() == text:
+        return False
+    SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
+    SLURM_CONF.write_text(text)
+    for node in layout.nodes:
+        (STATE / node.name / "slurmd").mkdir(parents=True, exist_ok=True)
+    (STATE / "slurmctld").mkdir(parents=True, exist_ok=True)
+    return True
+
+
+def ensure_slurmctld(layout: Layout, *, restart: bool) -> bool:
+    pid = daemons.running(layout.slurmctld_pid, "slurmctld")
+    if pid and not restart:
+        return False
+    if pid:
+        daemons.kill_pids([pid])
+    RUN.mkdir(parents=True, exist_ok=True)
+    daemons.spawn(["slurmctld", "-D"], "slurmctld.out")
+    daemons.wait_for(lambda: succeeds(["scontrol", "ping"], timeout=10), timeout=60,
+                     what="slurmctld", hint="see /var/log/mpidock-testbed/slurmctld.log")
+    return True
+
+
+def ensure_slurmd(node: Node, *, restart: bool) -> bool:
+    """slurmd inside the node, seeing the node's docker socket at the default path."""
+    pid = daemons.running(node.slurmd_pid, "slurmd")
+    if pid and not restart:
+        return False
+    if pid:
+        daemons.kill_pids([pid])
+    if not Path(DOCKER_SOCK).exists():
+        Path(DOCKER_SOCK).touch()  # a bind mount needs something to mount on
+    binds = [(STATE / "hosts", "/etc/hosts"), (node.docker_sock, DOCKER_SOCK)]
+    argv = daemons.node_exec_argv(node, binds, ["slurmd", "-D", "-N", node.name])
+    daemons.spawn(argv, f"slurmd-{node.name}.out")
+    daemons.wait_for(lambda: daemons.running(node.slurmd_pid, "slurmd") is not None,
+                     timeout=30, what=f"slurmd on {node.name}")
+    return True
+
+
+def node_states(layout: Layout) -> dict[str, str]:
+    """Slurm's state of each node ('idle', 'alloc', 'down*', ...); empty if slurmctld is down."""
+    done = run(["sinfo", "-h", "-N", "-o", "%N %T"], check=False, timeout=10)
+    if done.returncode != 0:
+        return {}
+    pairs = (line.split() for line in done.stdout.splitlines() if line.strip())
+    return {p[0]: p[1] for p in pairs if len(p) == 2}
+
+
+def wait_nodes_idle(layout: Layout) -> None:
+    """Every node registered and usable; nodes Slurm marked down are resumed once."""
+    names = [n.name for n in layout.nodes]
+
+    def usable() -> bool:
+        states = node_states(layout)
+        stuck = [n for n in names if states.get(n, "").startswith(("down", "drain"))]
+        if stuck and not any(s.endswith("*") for s in (states[n] for n in stuck)):
+            run(["scontrol", "update", f"nodename={','.join(stuck)}", "state=resume"],
+                check=False)
+        return all(states.get(n, "").rstrip("*~#") in ("idle", "mixed", "allocated")
+                   and not states[n].endswith("*") for n in names)
+
+    daemons.wait_for(usable, timeout=90, what="Slurm nodes",
+                     hint="see /var/log/mpidock-testbed/slurmd-*.log")
+
+
+def ensure_user(layout: Layout) -> None:
+    """The ordinary test user, home in the shared directory, in group docker."""
+    extra = {"mpiproj": layout.uid + 100, "mpidata": layout.uid + 101}
+    for name, gid in {layout.user: layout.uid, **extra}.items():
+        if not _group(name):
+            run(["groupadd", "-g", str(gid), name])
+    if not shutil.which("dockerd") or not _group("docker"):
+        run(["groupadd", "-r", "docker"], check=False)
+    groups = ",".join(["docker", *extra])
+    layout.home.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(layout.home.parent.parent, 0o755)
+    os.chmod(layout.home.parent, 0o755)
+    try:
+        pwd.getpwnam(layout.user)
+        run(["usermod", "-a", "-G", groups, layout.user])
+    except KeyError:
+        run(["useradd", "-u", str(layout.uid), "-g", layout.user, "-G", groups,
+             "-d", str(layout.home), "-m", "-s", "/bin/bash", layout.user])
+    layout.home.mkdir(mode=0o750, exist_ok=True)
+    os.chown(layout.home, layout.uid, layout.uid)
+
+
+def _group(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True

@@ -1,0 +1,169 @@
+"""The base image, the example images, and copying them into every node's daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, BuildError, DockerException, ImageNotFound
+
+from launcher.errors import TestbedError
+from launcher.proc import run
+from launcher.testbed.layout import STATE, Layout, Node
+
+log = logging.getLogger(__name__)
+BASE = "debian:bookworm"
+MIRROR = "http://deb.debian.org/debian"
+DOCKERFILES = Path(__file__).resolve().parents[2] / "dockerfiles"
+DIGEST_LABEL = "org.mpidock.context-digest"
+Progress = Callable[[str], None]
+
+
+def ensure_base(client: docker.DockerClient, say: Progress) -> None:
+    """debian:bookworm on the host daemon: present, else pulled, else bootstrapped."""
+    if _has(client, BASE):
+        say(f"base image {BASE}: present")
+        return
+    try:
+        client.images.pull(BASE)
+        say(f"base image {BASE}: pulled")
+        return
+    except DockerException as e:
+        say(f"base image {BASE}: no registry ({str(e).splitlines()[0][:80]}); bootstrapping")
+    _bootstrap(client, say)
+
+
+def _bootstrap(client: docker.DockerClient, say: Progress) -> None:
+    rootfs = STATE / "rootfs-bookworm"
+    shutil.rmtree(rootfs, ignore_errors=True)
+    say("debootstrap --variant=minbase bookworm (about a minute)")
+    run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), MIRROR], timeout=900,
+        hint="apt-get install debootstrap; the Debian mirror must be reachable")
+    tarball = STATE / "rootfs-bookworm.tar"
+    run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], timeout=300)
+    shutil.rmtree(rootfs, ignore_errors=True)
+    try:
+        client.api.import_image_from_file(str(tarball), repository="debian", tag="bookworm")
+    finally:
+        tarball.unlink(missing_ok=True)
+    say(f"base image {BASE}: imported")
+
+
+def context_digest(name: str) -> str:
+    """Digest of what an example image is built from: its Dockerfile and the shared src/."""
+    h = hashlib.sha256()
+    for path in sorted([*(DOCKERFILES / name).rglob("*"), *(DOCKERFILES / "src").rglob("*")]):
+        if path.is_file():
+            h.update(str(path.relative_to(DOCKERFILES)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def ensure_examples(client: docker.DockerClient, layout: Layout, say: Progress) -> None:
+    """Build mpidock/openmpi and mpidock/mpich unless built from the same sources."""
+    for tag in layout.images:
+        name = tag.split("/", 1)[1]
+        digest = context_digest(name)
+        if _label(client, tag, DIGEST_LABEL) == digest:
+            say(f"image {tag}: up to date")
+            continue
+        say(f"image {tag}: building (apt-get inside, a few minutes)")
+        _build(client, tag, name, digest, say)
+
+
+def _build(client: docker.DockerClient, tag: str, name: str, digest: str, say: Progress) -> None:
+    try:
+        _, logs = client.images.build(
+            path=str(DOCKERFILES), dockerfile=f"{name}/Dockerfile", tag=tag, rm=True,
+            network_mode="host", labels={DIGEST_LABEL: digest}, timeout=1800,
+        )
+    except BuildError as e:
+        tail = "".join(str(c.get("stream", c.get("error", ""))) for c in list(e.build_log)[-8:])
+        raise TestbedError(f"building {tag} failed: {e.msg}\n{tail}") from e
+    steps = [c["stream"].strip() for c in logs if str(c.get("stream", "")).startswith("Step")]
+    say(f"image {tag}: built ({len(steps)} steps)")
+
+
+def ensure_on_nodes(client: docker.DockerClient, layout: Layout, say: Progress) -> None:
+    """Every example image, with the host's image ID, in every node's daemon."""
+    for tag in layout.images:
+        image_id = client.images.get(tag).id
+        missing = [n for n in layout.nodes if _node_image_id(n, tag) != image_id]
+        if not missing:
+            say(f"image {tag}: on every node")
+            continue
+        archive = _archive(client, tag, image_id)
+        with ThreadPoolExecutor(max_workers=len(missing)) as pool:
+            for node in pool.map(lambda n: _load(n, archive), missing):
+                say(f"{node.name}: loaded {tag} ({archive.stat().st_size >> 20} MiB)")
+
+
+def node_images(node: Node) -> list[str]:
+    """Tags held by a node's daemon; empty when it does not answer."""
+    try:
+        with closing(docker.DockerClient(base_url=node.docker_url, timeout=5)) as c:
+            return sorted(t for i in c.images.list() for t in i.tags)
+    except DockerException:
+        return []
+
+
+def _archive(client: docker.DockerClient, tag: str, image_id: str) -> Path:
+    """`docker save` of the image, once per image ID, written atomically."""
+    path = STATE / "archives" / f"{image_id.split(':')[-1][:16]}.tar"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    with open(partial, "wb") as out:
+        for chunk in client.images.get(tag).save(named=True):
+            out.write(chunk)
+    partial.rename(path)
+    for old in path.parent.glob("*.tar"):
+        if old != path and not _any_image(client, old.stem):
+            old.unlink()
+    return path
+
+
+def _load(node: Node, archive: Path) -> Node:
+    with closing(docker.DockerClient(base_url=node.docker_url, timeout=900)) as c, open(archive, "rb") as f:
+        c.api.load_image(f)
+    return node
+
+
+def _node_image_id(node: Node, tag: str) -> str | None:
+    try:
+        with closing(docker.DockerClient(base_url=node.docker_url, timeout=30)) as c:
+            return str(c.images.get(tag).id)
+    except (ImageNotFound, DockerException):
+        return None
+
+
+def _has(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def _label(client: docker.DockerClient, tag: str, key: str) -> str | None:
+    try:
+        labels = client.images.get(tag).labels or {}
+    except ImageNotFound:
+        return None
+    return labels.get(key)
+
+
+def _any_image(client: docker.DockerClient, short_id: str) -> bool:
+    try:
+        client.images.get(f"sha256:{short_id}")
+    except (ImageNotFound, APIError):
+        return False
+    return True

@@ -1,0 +1,111 @@
+"""Where every piece of the testbed lives: names, addresses and paths as plain data."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BRIDGE = "mpidk0"
+SUBNET = ipaddress.IPv4Network("10.213.0.0/24")
+STATE = Path("/var/lib/mpidock-testbed")
+RUN = Path("/run/mpidock-testbed")
+LOGS = Path("/var/log/mpidock-testbed")
+SHARED = Path("/srv/mpidock")
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
+TRAP_ADDR = "172.17.0.1/16"
+MAX_NODES = 32
+
+
+@dataclass(frozen=True)
+class Node:
+    """One simulated compute node."""
+
+    index: int
+    cpus: int = 2
+
+    @property
+    def name(self) -> str:
+        return f"sim{self.index}"
+
+    @property
+    def netns(self) -> str:
+        return f"mpidock-{self.name}"
+
+    @property
+    def veth(self) -> str:
+        return f"mpidk-{self.name}"
+
+    @property
+    def address(self) -> str:
+        return str(SUBNET.network_address + 10 + self.index)
+
+    @property
+    def run_dir(self) -> Path:
+        return RUN / self.name
+
+    @property
+    def docker_sock(self) -> Path:
+        return self.run_dir / "docker.sock"
+
+    @property
+    def docker_pid(self) -> Path:
+        return self.run_dir / "docker.pid"
+
+    @property
+    def slurmd_pid(self) -> Path:
+        return RUN / f"slurmd-{self.name}.pid"
+
+    @property
+    def data_root(self) -> Path:
+        return STATE / self.name / "docker"
+
+    @property
+    def docker_url(self) -> str:
+        return f"unix://{self.docker_sock}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The whole testbed: its nodes, its user and the host's place on the bridge."""
+
+    nodes: tuple[Node, ...]
+    user: str = "mpiuser"
+    uid: int = 1501
+    host_name: str = "localhost"
+    images: tuple[str, ...] = field(default=("mpidock/openmpi", "mpidock/mpich"))
+
+    @property
+    def host_address(self) -> str:
+        return str(SUBNET.network_address + 1)
+
+    @property
+    def prefix(self) -> int:
+        return SUBNET.prefixlen
+
+    @property
+    def home(self) -> Path:
+        return SHARED / "home" / self.user
+
+    @property
+    def hosts_file(self) -> Path:
+        return STATE / "hosts"
+
+    @property
+    def slurmctld_pid(self) -> Path:
+        return RUN / "slurmctld.pid"
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+def make_layout(
+    count: int, *, cpus: tuple[int, ...] = (), user: str = "mpiuser", uid: int = 1501, host: str
+) -> Layout:
+    """Layout for `count` nodes; `cpus` gives per-node CPU counts (default 2 each)."""
+    counts = cpus or (2,) * count
+    nodes = tuple(Node(i + 1, counts[i]) for i in range(count))
+    return Layout(nodes=nodes, user=user, uid=uid, host_name=host)

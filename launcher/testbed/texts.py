@@ -1,0 +1,53 @@
+"""Configuration text the testbed writes: slurm.conf and the nodes' /etc/hosts (pure)."""
+
+from __future__ import annotations
+
+from launcher.testbed.layout import LOGS, RUN, STATE, Layout
+
+
+def slurm_conf(layout: Layout) -> str:
+    """slurm.conf for one slurmctld on the host and one slurmd per node namespace."""
+    head = [
+        "# Written by `mpidock testbed up`; removed by `mpidock testbed down`.",
+        "ClusterName=mpidock",
+        f"SlurmctldHost={layout.host_name}({layout.host_address})",
+        "AuthType=auth/munge",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        f"StateSaveLocation={STATE}/slurmctld",
+        f"SlurmdSpoolDir={STATE}/%n/slurmd",
+        f"SlurmctldPidFile={layout.slurmctld_pid}",
+        f"SlurmdPidFile={RUN}/slurmd-%n.pid",
+        f"SlurmctldLogFile={LOGS}/slurmctld.log",
+        f"SlurmdLogFile={LOGS}/slurmd-%n.log",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "MpiDefault=none",
+        "ReturnToService=2",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_CPU",
+        "SchedulerType=sched/backfill",
+        "AccountingStorageType=accounting_storage/none",
+        "JobCompType=jobcomp/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "InactiveLimit=0",
+        "KillWait=30",
+        "MinJobAge=600",
+        "SlurmdTimeout=300",
+        "UnkillableStepTimeout=120",
+        "MessageTimeout=30",
+    ]
+    nodes = [
+        f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} State=UNKNOWN"
+        for n in layout.nodes
+    ]
+    names = ",".join(n.name for n in layout.nodes)
+    part = f"PartitionName=main Nodes={names} Default=YES MaxTime=INFINITE State=UP"
+    return "\n".join([*head, *nodes, part]) + "\n"
+
+
+def hosts_file(layout: Layout) -> str:
+    """The /etc/hosts every node sees: loopback, the host and every node."""
+    lines = ["127.0.0.1\tlocalhost", f"{layout.host_address}\t{layout.host_name}"]
+    lines += [f"{n.address}\t{n.name}" for n in layout.nodes]
+    return "\n".join(lines) + "\n"
