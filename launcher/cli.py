@@ -7,8 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from launcher import __version__
-from launcher import entry
+from launcher import __version__, entry
 from launcher.errors import LauncherError
 from launcher.testbed import command as testbed_command
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -25,7 +26,10 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "user": spec.user,
         "group_add": [str(g) for g in spec.group_add],
         "labels": dict(spec.labels),
-        "mounts": [Mount(target=dst, source=src, type="bind") for src, dst in spec.mounts],
+        "mounts": [
+            Mount(target=dst, source=src, type="bind", read_only=dst in spec.readonly)
+            for src, dst in spec.mounts
+        ],
         "working_dir": spec.working_dir,
         "environment": dict(spec.environment),
         "network_mode": spec.network_mode,
@@ -81,10 +85,8 @@ def remove(container: Container, *, grace: float = 0) -> None:
 
 
 def remove_named(client: docker.DockerClient, name: str) -> None:
-    try:
+    with contextlib.suppress(NotFound):
         remove(client.containers.get(name))
-    except NotFound:
-        pass
 
 
 def job_containers(client: docker.DockerClient, job_id: str | None = None) -> list[Container]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any
 
 from launcher import containers, images, leader, network, worker
 from launcher.errors import LauncherError, UsageError
 from launcher.identity import current_identity
-from launcher.mpi import MpiFlavor, detect_flavor
+from launcher.mpi import MpiFlavor, detect_flavor, display
 from launcher.plan import LaunchPlan, Options, build_plan
 from launcher.record import runs_dir, write_json
 from launcher.signals import Inbox
@@ -33,12 +32,28 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port-range", type=_range, default=(20000, 29999), metavar="LOW-HIGH")
     p.add_argument("--iface", help="network interface for MPI (default: the route to peers)")
     p.add_argument("--mpi", choices=["auto", *[f.value for f in MpiFlavor]], default="auto")
-    p.add_argument("--mpi-arg", action="append", default=[], dest="mpi_args",
-                   help="an extra mpirun argument (repeatable)")
-    p.add_argument("-x", "--env", action="append", default=[], dest="env_forward",
-                   help="forward this environment variable to every rank (repeatable)")
-    p.add_argument("--mount", action="append", default=[], dest="mounts",
-                   help="bind SRC[:DST] into every container (repeatable)")
+    p.add_argument(
+        "--mpi-arg",
+        action="append",
+        default=[],
+        dest="mpi_args",
+        help="an extra mpirun argument (repeatable)",
+    )
+    p.add_argument(
+        "-x",
+        "--env",
+        action="append",
+        default=[],
+        dest="env_forward",
+        help="forward this environment variable to every rank (repeatable)",
+    )
+    p.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        dest="mounts",
+        help="bind SRC[:DST] into every container (repeatable)",
+    )
     p.add_argument("--job-root", help="shared directory for per-job keys (default ~/.mpidock/jobs)")
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for workers")
     p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
@@ -67,9 +82,15 @@ def run(args: argparse.Namespace) -> int:
     peers = [n for n in env.nodes if n != env.node_name] if env.is_leader else []
     net = network.choose(peers, opts.iface) if env.is_leader and env.acts else None
     flavor = MpiFlavor(opts.mpi) if opts.mpi != "auto" else None
-    plan = build_plan(env, opts, ident, cwd=os.getcwd(), image=opts.image,
-                      flavor=flavor or (MpiFlavor.OPENMPI if args.dry_run else None),
-                      network=net)
+    plan = build_plan(
+        env,
+        opts,
+        ident,
+        cwd=os.getcwd(),
+        image=opts.image,
+        flavor=flavor or (MpiFlavor.OPENMPI if args.dry_run else None),
+        network=net,
+    )
     if args.dry_run:
         return _print_plan(plan, as_json=args.json, assumed=flavor is None)
     if plan.role == "idle":
@@ -81,8 +102,14 @@ def run(args: argparse.Namespace) -> int:
     return _lead(env, opts, plan, client, inbox, flavor)
 
 
-def _lead(env: SlurmEnv, opts: Options, plan: LaunchPlan, client: Any, inbox: Inbox,
-          flavor: MpiFlavor | None) -> int:
+def _lead(
+    env: SlurmEnv,
+    opts: Options,
+    plan: LaunchPlan,
+    client: Any,
+    inbox: Inbox,
+    flavor: MpiFlavor | None,
+) -> int:
     started = time.time()
     run = leader.LeaderRun()
     error: LauncherError | None = None
@@ -90,12 +117,20 @@ def _lead(env: SlurmEnv, opts: Options, plan: LaunchPlan, client: Any, inbox: In
     try:
         with leader.Heartbeat(plan):
             with run.timings.phase("image"):
-                tag, run.image_path = images.ensure_personal(client, plan.image, plan.identity,
-                                                             plan.node)
+                tag, run.image_path = images.ensure_personal(
+                    client, plan.image, plan.identity, plan.node
+                )
                 run.image_id = images.base_id(client, plan.image, plan.node)
                 flavor = flavor or detect_flavor(images.mpi_version_text(client, tag, plan.node))
-            plan = build_plan(env, opts, plan.identity, cwd=os.getcwd(), image=opts.image,
-                              flavor=flavor, network=plan.network)
+            plan = build_plan(
+                env,
+                opts,
+                plan.identity,
+                cwd=os.getcwd(),
+                image=opts.image,
+                flavor=flavor,
+                network=plan.network,
+            )
             leader.wait_workers(plan, run, inbox)
             run.exit_code = leader.run_mpirun(plan, client, run, inbox, tag)
     except LauncherError as e:
@@ -107,8 +142,9 @@ def _lead(env: SlurmEnv, opts: Options, plan: LaunchPlan, client: Any, inbox: In
     return run.exit_code
 
 
-def _write_record(plan: LaunchPlan, run: leader.LeaderRun, started: float,
-                  error: LauncherError | None) -> None:
+def _write_record(
+    plan: LaunchPlan, run: leader.LeaderRun, started: float, error: LauncherError | None
+) -> None:
     record = {
         "job_id": plan.job_id, "started": started, "ended": time.time(),
         "image": plan.image, "image_id": run.image_id, "mpi": plan.flavor,
@@ -136,7 +172,6 @@ def _print_plan(plan: LaunchPlan, *, as_json: bool, assumed: bool) -> int:
     if plan.container:
         print(f"container: {json.dumps(data['container'])}")
     if plan.mpirun:
-        from launcher.mpi import display
         print(f"mpirun: {display(plan.mpirun)}")
     return 0
 
@@ -146,7 +181,3 @@ def _range(text: str) -> tuple[int, int]:
     if not sep or not low.isdigit() or not high.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: expected LOW-HIGH, e.g. 20000-29999")
     return int(low), int(high)
-
-
-def _flush() -> None:
-    sys.stdout.flush()

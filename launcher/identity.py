@@ -16,10 +16,13 @@ def current_identity() -> Identity:
     try:
         entry = pwd.getpwuid(uid)
     except KeyError as e:
-        raise UsageError(f"UID {uid} has no passwd entry on this host",
-                         hint="the job user must be known to the node (getent passwd)") from e
-    groups = tuple(sorted({(_group_name(g), g) for g in os.getgroups() if g != gid},
-                          key=lambda p: p[1]))
+        raise UsageError(
+            f"UID {uid} has no passwd entry on this host",
+            hint="the job user must be known to the node (getent passwd)",
+        ) from e
+    groups = tuple(
+        sorted({(_group_name(g), g) for g in os.getgroups() if g != gid}, key=lambda p: p[1])
+    )
     return Identity(
         user=entry.pw_name, uid=uid, gid=gid, group=_group_name(gid), groups=groups,
         home=entry.pw_dir, shell=entry.pw_shell or "/bin/sh",

@@ -79,8 +79,8 @@ def dockerfile(base_id: str, ident: Identity) -> str:
         f"RUN {run}\n"
         f"LABEL {label_line}\n"
         f"USER {ident.uid}:{ident.gid}\n"
-        'ENTRYPOINT []\n'
-        'CMD []\n'
+        "ENTRYPOINT []\n"
+        "CMD []\n"
     )
 
 
@@ -88,12 +88,16 @@ def base_id(client: docker.DockerClient, image: str, node: str) -> str:
     try:
         return str(client.images.get(image).id)
     except ImageNotFound as e:
-        raise ImageError(f"image {image} is not on this node", node=node,
-                         hint=f"docker load or docker pull {image} on every node") from e
+        raise ImageError(
+            f"image {image} is not on this node",
+            node=node,
+            hint=f"docker load or docker pull {image} on every node",
+        ) from e
 
 
-def ensure_personal(client: docker.DockerClient, image: str, ident: Identity, node: str
-                    ) -> tuple[str, str]:
+def ensure_personal(
+    client: docker.DockerClient, image: str, ident: Identity, node: str
+) -> tuple[str, str]:
     """The personalized tag for image and ident on this node: (tag, 'cached' | 'built')."""
     tag = personal_tag(base_id(client, image, node), ident)
     try:
@@ -103,11 +107,20 @@ def ensure_personal(client: docker.DockerClient, image: str, ident: Identity, no
         pass
     text = dockerfile(base_id(client, image, node), ident)
     try:
-        client.images.build(fileobj=io.BytesIO(text.encode()), tag=tag, rm=True, forcerm=True,
-                            network_mode="none", timeout=600)
+        client.images.build(
+            fileobj=io.BytesIO(text.encode()),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            network_mode="none",
+            timeout=600,
+        )
     except BuildError as e:
-        raise ImageError(f"cannot personalize {image}: {_build_reason(e)}", node=node,
-                         hint="the image needs /bin/sh and writable /etc/passwd") from e
+        raise ImageError(
+            f"cannot personalize {image}: {_build_reason(e)}",
+            node=node,
+            hint="the image needs /bin/sh and writable /etc/passwd",
+        ) from e
     except DockerException as e:
         raise ImageError(f"cannot personalize {image}: {e}", node=node) from e
     return tag, "built"
@@ -128,6 +141,9 @@ def mpi_version_text(client: docker.DockerClient, tag: str, node: str) -> str:
             cap_drop=["ALL"], security_opt=["no-new-privileges"], entrypoint=[],
         )  # fmt: skip
     except DockerException as e:
-        raise ImageError(f"cannot run mpirun --version in {tag}: {e}", node=node,
-                         hint="the image needs Open MPI, MPICH or Intel MPI on its PATH") from e
+        raise ImageError(
+            f"cannot run mpirun --version in {tag}: {e}",
+            node=node,
+            hint="the image needs Open MPI, MPICH or Intel MPI on its PATH",
+        ) from e
     return bytes(out).decode(errors="replace")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -62,20 +63,21 @@ class Heartbeat:
 
 def create_job(plan: LaunchPlan) -> keys.JobDir:
     hosts = [h.node for h in plan.nodes]
-    return keys.create_job_dir(plan.job.path, hosts=hosts, port=plan.port,
-                               user=plan.identity.user)
+    return keys.create_job_dir(plan.job.path, hosts=hosts, port=plan.port, user=plan.identity.user)
 
 
 def wait_workers(plan: LaunchPlan, run: LeaderRun, inbox: Inbox) -> None:
     with run.timings.phase("sshd_ready"):
-        reports = readiness.wait_ready(plan.job, plan.workers, plan.port, plan.identity.user,
-                                       plan.ready_timeout, inbox)
+        reports = readiness.wait_ready(
+            plan.job, plan.workers, plan.port, plan.identity.user, plan.ready_timeout, inbox
+        )
     for node, report in reports.items():
         run.nodes.setdefault(node, {}).update(report)
 
 
-def run_mpirun(plan: LaunchPlan, client: docker.DockerClient, run: LeaderRun, inbox: Inbox,
-               image: str) -> int:
+def run_mpirun(
+    plan: LaunchPlan, client: docker.DockerClient, run: LeaderRun, inbox: Inbox, image: str
+) -> int:
     """mpirun in the leader's container, output streamed; its exit code is returned."""
     assert plan.container is not None
     spec = dataclasses.replace(plan.container, image=image)
@@ -118,10 +120,8 @@ def _check_workers(plan: LaunchPlan, container: Container) -> None:
 
 
 def _kill(container: Container, sig: int) -> None:
-    try:
+    with contextlib.suppress(docker.errors.APIError):  # it has just exited
         container.kill(signal=int(sig))
-    except docker.errors.APIError:
-        pass  # it has just exited
 
 
 def _stream(container: Container) -> None:
@@ -129,8 +129,9 @@ def _stream(container: Container) -> None:
     out: Callable[[bytes], object] = sys.stdout.buffer.write
     err: Callable[[bytes], object] = sys.stderr.buffer.write
     try:
-        for chunk_out, chunk_err in container.attach(stdout=True, stderr=True, stream=True,
-                                                     logs=True, demux=True):
+        for chunk_out, chunk_err in container.attach(
+            stdout=True, stderr=True, stream=True, logs=True, demux=True
+        ):
             if chunk_out:
                 out(chunk_out)
                 sys.stdout.buffer.flush()
@@ -153,11 +154,13 @@ def end_job(plan: LaunchPlan, run: LeaderRun) -> None:
         while pending and time.monotonic() < deadline:
             for node in list(pending):
                 if report := read_json(job.path / f"done.{node}"):
-                    run.nodes.setdefault(node, {})["teardown"] = report.get("timings", {})
+                    entry = run.nodes.setdefault(node, {})
+                    entry.setdefault("timings", {}).update(report.get("timings", {}))
+                    entry["teardown"] = "clean"
                     pending.discard(node)
             time.sleep(0.05)
         for node in pending:
-            run.nodes.setdefault(node, {})["teardown"] = "no report"
+            run.nodes.setdefault(node, {})["teardown"] = f"no report within {DONE_WAIT:.0f} s"
         keys.remove_job_dir(job.path)
 
 

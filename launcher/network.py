@@ -45,10 +45,13 @@ def choose(peers: Sequence[str], iface: str | None) -> Network | None:
         return None
     if iface is None:
         address = _resolve(peers[0])
-        iface = route_device(run(["ip", "-j", "route", "get", address]).stdout)
+        routed = run(["ip", "-j", "route", "get", address], hint="pass --iface DEVICE")
+        iface = route_device(routed.stdout)
         if iface in AVOID:
-            raise UsageError(f"the route to {peers[0]} goes through {iface}",
-                             hint="pass --iface with the cluster interface")
+            raise UsageError(
+                f"the route to {peers[0]} goes through {iface}",
+                hint="pass --iface with the cluster interface",
+            )
     done = run(["ip", "-j", "addr", "show", "dev", iface], check=False)
     if done.returncode != 0:
         raise UsageError(f"no interface named {iface} on this node", hint="see `ip addr`")
@@ -59,5 +62,7 @@ def _resolve(node: str) -> str:
     try:
         return socket.gethostbyname(node)
     except OSError as e:
-        raise UsageError(f"cannot resolve node name {node}: {e}",
-                         hint="node names must resolve on every node (/etc/hosts or DNS)") from e
+        raise UsageError(
+            f"cannot resolve node name {node}: {e}",
+            hint="node names must resolve on every node (/etc/hosts or DNS)",
+        ) from e

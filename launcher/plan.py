@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.errors import UsageError
 from launcher.keys import JobDir
 from launcher.mpi import MpiFlavor, MpiLaunch, Network, mpirun_argv
 from launcher.slurm import NodeSlots, SlurmEnv, job_port, slots_per_node
@@ -68,6 +69,7 @@ class ContainerSpec:
     labels: tuple[tuple[str, str], ...]
     mounts: tuple[tuple[str, str], ...]
     working_dir: str
+    readonly: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     network_mode: str = "host"
     cap_drop: tuple[str, ...] = ("ALL",)
@@ -131,9 +133,11 @@ def build_plan(
     network: Network | None,
 ) -> LaunchPlan:
     """The plan for this task: its role, its container and (leader) the mpirun argv."""
-    role = role_of(env)
     hosts = slots_per_node(env, ppn=opts.ppn, np=opts.np)
-    port = opts.port or job_port(env.job_id, *opts.port_range)
+    role = role_of(env)
+    if role == "worker" and env.node_name not in {h.node for h in hosts}:
+        role = "idle"  # --np left this node without ranks: no sshd to start
+    port = job_port(env.job_id, *opts.port_range) if opts.port is None else _port(opts.port)
     job_root = opts.job_root or f"{ident.home}/.mpidock/jobs"
     job = JobDir(Path(job_root) / env.job_id)
     leader_node = hosts[0].node
@@ -153,8 +157,21 @@ def build_plan(
     )  # fmt: skip
 
 
+def _port(port: int) -> int:
+    # The same bounds as --port-range: sshd runs unprivileged, so it cannot bind below 1024.
+    if not 1024 <= port <= 65535:
+        raise UsageError(
+            f"bad port {port}: expected 1024 <= port <= 65535",
+            hint="pick an unprivileged port that no service on the nodes uses",
+        )
+    return port
+
+
 def _mpi_launch(
-    opts: Options, hosts: tuple[NodeSlots, ...], job: JobDir, flavor: MpiFlavor,
+    opts: Options,
+    hosts: tuple[NodeSlots, ...],
+    job: JobDir,
+    flavor: MpiFlavor,
     network: Network | None,
 ) -> MpiLaunch:
     return MpiLaunch(
@@ -179,8 +196,14 @@ def _sshd_command(job: JobDir) -> tuple[str, ...]:
 
 
 def _container(
-    env: SlurmEnv, opts: Options, ident: Identity, role: str, image: str,
-    command: tuple[str, ...], cwd: str, job_root: str,
+    env: SlurmEnv,
+    opts: Options,
+    ident: Identity,
+    role: str,
+    image: str,
+    command: tuple[str, ...],
+    cwd: str,
+    job_root: str,
 ) -> ContainerSpec:
     return ContainerSpec(
         name=f"mpidock-{env.job_id}-{role}-{env.node_name}",
@@ -190,24 +213,51 @@ def _container(
         group_add=ident.supplementary_gids,
         labels=labels(env.job_id, role, env.node_name, ident.user),
         mounts=_mounts(ident, opts, cwd, job_root),
+        readonly=tuple(m.target for m in map(parse_mount, opts.mounts) if m.readonly),
         working_dir=cwd,
         environment=(("HOME", ident.home), ("USER", ident.user), ("LOGNAME", ident.user)),
         shm_size=opts.shm_size,
     )
 
 
-def _mounts(
-    ident: Identity, opts: Options, cwd: str, job_root: str
-) -> tuple[tuple[str, str], ...]:
+def _mounts(ident: Identity, opts: Options, cwd: str, job_root: str) -> tuple[tuple[str, str], ...]:
     """Host paths bound at the same path: home, job root, working directory, user mounts."""
     pairs: dict[str, str] = {}
     for path in (ident.home, job_root, cwd):
         if not any(_under(path, p) for p in pairs):
             pairs[path] = path
-    for spec in opts.mounts:
-        src, _, dst = spec.partition(":")
-        pairs[src] = dst or src
+    for mount in map(parse_mount, opts.mounts):
+        pairs[mount.source] = mount.target
     return tuple(pairs.items())
+
+
+@dataclass(frozen=True)
+class UserMount:
+    """One --mount SRC[:DST][:ro|rw] option."""
+
+    source: str
+    target: str
+    readonly: bool
+
+
+def parse_mount(spec: str) -> UserMount:
+    """Reads SRC, SRC:DST or SRC:DST:ro|rw, as docker run -v does; paths must be absolute."""
+    parts = spec.split(":")
+    mode = parts.pop() if len(parts) == 3 else "rw"
+    if len(parts) == 2 and parts[1] in ("ro", "rw"):
+        mode = parts.pop()
+    source, target = parts[0], parts[-1]
+    if (
+        len(parts) > 2
+        or mode not in ("ro", "rw")
+        or not source.startswith("/")
+        or not (target.startswith("/"))
+    ):
+        raise UsageError(
+            f"bad --mount {spec!r}: expected SRC[:DST][:ro] with absolute paths",
+            hint="e.g. --mount /scratch or --mount /data/ref:/ref:ro",
+        )
+    return UserMount(source, target, mode == "ro")
 
 
 def _under(path: str, parent: str) -> bool:

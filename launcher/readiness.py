@@ -17,8 +17,9 @@ from launcher.signals import Inbox
 POLL = 0.1
 
 
-def wait_ready(job: JobDir, nodes: tuple[str, ...], port: int, user: str, timeout: float,
-               inbox: Inbox) -> dict[str, dict[str, Any]]:
+def wait_ready(
+    job: JobDir, nodes: tuple[str, ...], port: int, user: str, timeout: float, inbox: Inbox
+) -> dict[str, dict[str, Any]]:
     """Every worker's ready report, each confirmed by an SSH handshake.
 
     Raises:
@@ -36,8 +37,13 @@ def wait_ready(job: JobDir, nodes: tuple[str, ...], port: int, user: str, timeou
             raise LauncherError("stopped by a signal while waiting for the workers")
         if time.monotonic() > deadline and len(reports) < len(nodes):
             late = [n for n in nodes if n not in reports]
-            raise NodeTimeout(", ".join(late), port, timeout, "no ready report from the worker",
-                              hint="see the job's output of those nodes; raise --ready-timeout")
+            raise NodeTimeout(
+                ", ".join(late),
+                port,
+                timeout,
+                "no ready report from the worker",
+                hint="see the job's output of those nodes; raise --ready-timeout",
+            )
         time.sleep(POLL)
     _handshakes(job, nodes, port, user, deadline)
     return reports
@@ -47,12 +53,11 @@ def raise_failures(job: JobDir, nodes: tuple[str, ...]) -> None:
     for node in nodes:
         report = read_json(job.failed_file(node))
         if report:
-            raise NodeFailed(f"worker failed: {report.get('error', 'no reason given')}",
-                             node=node)
+            reason = report.get("error", "no reason given")
+            raise NodeFailed(f"worker failed: {reason}", node=node, hint=report.get("hint", ""))
 
 
-def _handshakes(job: JobDir, nodes: tuple[str, ...], port: int, user: str,
-                deadline: float) -> None:
+def _handshakes(job: JobDir, nodes: tuple[str, ...], port: int, user: str, deadline: float) -> None:
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:
         list(pool.map(lambda n: handshake(job, n, port, user, deadline), nodes))
 
@@ -60,21 +65,34 @@ def _handshakes(job: JobDir, nodes: tuple[str, ...], port: int, user: str,
 def handshake(job: JobDir, node: str, port: int, user: str, deadline: float) -> None:
     """Authenticate to the node's sshd with the job's keys, refusing any other host key."""
     key = paramiko.Ed25519Key.from_private_key_file(str(job.user_key))
+    started = time.monotonic()
     while True:
         client = paramiko.SSHClient()
         client.load_host_keys(str(job.known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            client.connect(node, port=port, username=user, pkey=key, timeout=5,
-                           banner_timeout=5, auth_timeout=5, allow_agent=False,
-                           look_for_keys=False)
+            client.connect(
+                node,
+                port=port,
+                username=user,
+                pkey=key,
+                timeout=5,
+                banner_timeout=5,
+                auth_timeout=5,
+                allow_agent=False,
+                look_for_keys=False,
+            )
             return
         except (paramiko.BadHostKeyException, paramiko.AuthenticationException) as e:
-            raise NodeFailed(f"ssh handshake on port {port} refused: {e}", node=node,
-                             hint="another sshd holds the port, or the job keys differ") from e
+            raise NodeFailed(
+                f"ssh handshake on port {port} refused: {e}",
+                node=node,
+                hint="another sshd holds the port, or the job keys differ",
+            ) from e
         except (OSError, paramiko.SSHException) as e:
             if time.monotonic() > deadline:
-                raise NodeTimeout(node, port, 0, f"sshd does not answer: {e}") from e
+                waited = time.monotonic() - started
+                raise NodeTimeout(node, port, waited, f"sshd does not answer: {e}") from e
             time.sleep(0.2)
         finally:
             client.close()

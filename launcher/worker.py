@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import docker
+from docker.models.containers import Container
 
 from launcher import containers, images
 from launcher.errors import LauncherError, NodeFailed, NodeTimeout
@@ -29,8 +30,10 @@ def run_worker(plan: LaunchPlan, client: docker.DockerClient, inbox: Inbox) -> i
     container = None
     try:
         container, how = _start(plan, client, timings)
-        write_json(plan.job.ready_file(plan.node), {"node": plan.node, "image_path": how,
-                                                     "timings": timings.phases})
+        write_json(
+            plan.job.ready_file(plan.node),
+            {"node": plan.node, "image_path": how, "timings": timings.phases},
+        )
         reason = _wait_end(plan, container, inbox)
         if reason:
             raise NodeFailed(reason, node=plan.node)
@@ -45,8 +48,9 @@ def run_worker(plan: LaunchPlan, client: docker.DockerClient, inbox: Inbox) -> i
     return 0
 
 
-def _start(plan: LaunchPlan, client: docker.DockerClient, timings: Timings
-           ) -> tuple[containers.Container, str]:
+def _start(
+    plan: LaunchPlan, client: docker.DockerClient, timings: Timings
+) -> tuple[Container, str]:
     assert plan.container is not None
     with timings.phase("image"):
         tag, how = images.ensure_personal(client, plan.image, plan.identity, plan.node)
@@ -65,8 +69,11 @@ def _check_port(port: int, node: str) -> None:
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
                 raise
-            raise NodeFailed(f"port {port} is already in use", node=node,
-                             hint="choose another with --port or --port-range") from e
+            raise NodeFailed(
+                f"port {port} is already in use",
+                node=node,
+                hint="choose another with --port or --port-range",
+            ) from e
 
 
 def _wait_job_dir(plan: LaunchPlan, inbox: Inbox) -> None:
@@ -75,13 +82,17 @@ def _wait_job_dir(plan: LaunchPlan, inbox: Inbox) -> None:
         if inbox.stop.is_set():
             raise NodeFailed("stopped by a signal before the job started", node=plan.node)
         if time.monotonic() > deadline:
-            raise NodeTimeout(plan.node, plan.port, plan.ready_timeout,
-                              f"the leader never created {plan.job.path}",
-                              hint="is the job's home directory shared by every node?")
+            raise NodeTimeout(
+                plan.node,
+                plan.port,
+                plan.ready_timeout,
+                f"the leader never created {plan.job.path}",
+                hint="is the job's home directory shared by every node?",
+            )
         time.sleep(POLL)
 
 
-def _wait_end(plan: LaunchPlan, container: containers.Container, inbox: Inbox) -> str:
+def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> str:
     """Block until the job ends; returns '' for a normal end, else why this node failed."""
     heartbeat = plan.job.path / "heartbeat"
     last_seen, last_change = _mtime(heartbeat), time.monotonic()
@@ -101,13 +112,15 @@ def _wait_end(plan: LaunchPlan, container: containers.Container, inbox: Inbox) -
 
 def _report_failure(plan: LaunchPlan, error: LauncherError) -> None:
     if plan.job.path.exists():
-        write_json(plan.job.failed_file(plan.node), {"node": plan.node, "error": str(error)})
+        report = {"node": plan.node, "error": error.message, "hint": error.hint}
+        write_json(plan.job.failed_file(plan.node), report)
 
 
 def _report_done(plan: LaunchPlan, timings: Timings) -> None:
     if plan.job.path.exists():
-        write_json(plan.job.path / f"done.{plan.node}",
-                   {"node": plan.node, "timings": timings.phases})
+        write_json(
+            plan.job.path / f"done.{plan.node}", {"node": plan.node, "timings": timings.phases}
+        )
 
 
 def _mtime(path: Path) -> float:

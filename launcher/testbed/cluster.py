@@ -8,6 +8,7 @@ import pwd
 import shutil
 from pathlib import Path
 
+from launcher.errors import LauncherError
 from launcher.proc import run, succeeds
 from launcher.testbed import daemons
 from launcher.testbed.layout import RUN, SLURM_CONF, STATE, Layout, Node
@@ -53,8 +54,12 @@ def ensure_slurmctld(layout: Layout, *, restart: bool) -> bool:
         daemons.kill_pids([pid])
     RUN.mkdir(parents=True, exist_ok=True)
     daemons.spawn(["slurmctld", "-D"], "slurmctld.out")
-    daemons.wait_for(lambda: succeeds(["scontrol", "ping"], timeout=10), timeout=60,
-                     what="slurmctld", hint="see /var/log/mpidock-testbed/slurmctld.log")
+    daemons.wait_for(
+        lambda: succeeds(["scontrol", "ping"], timeout=10),
+        timeout=60,
+        what="slurmctld",
+        hint="see /var/log/mpidock-testbed/slurmctld.log",
+    )
     return True
 
 
@@ -70,14 +75,22 @@ def ensure_slurmd(node: Node, *, restart: bool) -> bool:
     binds = [(STATE / "hosts", "/etc/hosts"), (node.docker_sock, DOCKER_SOCK)]
     argv = daemons.node_exec_argv(node, binds, ["slurmd", "-D", "-N", node.name])
     daemons.spawn(argv, f"slurmd-{node.name}.out")
-    daemons.wait_for(lambda: daemons.running(node.slurmd_pid, "slurmd") is not None,
-                     timeout=30, what=f"slurmd on {node.name}")
+    daemons.wait_for(
+        lambda: daemons.running(node.slurmd_pid, "slurmd") is not None,
+        timeout=30,
+        what=f"slurmd on {node.name}",
+    )
     return True
 
 
 def node_states(layout: Layout) -> dict[str, str]:
     """Slurm's state of each node ('idle', 'alloc', 'down*', ...); empty if slurmctld is down."""
-    done = run(["sinfo", "-h", "-N", "-o", "%N %T"], check=False, timeout=10)
+    if not daemons.running(layout.slurmctld_pid, "slurmctld"):
+        return {}  # sinfo would retry for a long while
+    try:
+        done = run(["sinfo", "-h", "-N", "-o", "%N %T"], check=False, timeout=10)
+    except LauncherError:
+        return {}
     if done.returncode != 0:
         return {}
     pairs = (line.split() for line in done.stdout.splitlines() if line.strip())
@@ -92,13 +105,16 @@ def wait_nodes_idle(layout: Layout) -> None:
         states = node_states(layout)
         stuck = [n for n in names if states.get(n, "").startswith(("down", "drain"))]
         if stuck and not any(s.endswith("*") for s in (states[n] for n in stuck)):
-            run(["scontrol", "update", f"nodename={','.join(stuck)}", "state=resume"],
-                check=False)
-        return all(states.get(n, "").rstrip("*~#") in ("idle", "mixed", "allocated")
-                   and not states[n].endswith("*") for n in names)
+            run(["scontrol", "update", f"nodename={','.join(stuck)}", "state=resume"], check=False)
+        return all(
+            states.get(n, "").rstrip("*~#") in ("idle", "mixed", "allocated")
+            and not states[n].endswith("*")
+            for n in names
+        )
 
-    daemons.wait_for(usable, timeout=90, what="Slurm nodes",
-                     hint="see /var/log/mpidock-testbed/slurmd-*.log")
+    daemons.wait_for(
+        usable, timeout=90, what="Slurm nodes", hint="see /var/log/mpidock-testbed/slurmd-*.log"
+    )
 
 
 def ensure_user(layout: Layout) -> None:
@@ -117,8 +133,23 @@ def ensure_user(layout: Layout) -> None:
         pwd.getpwnam(layout.user)
         run(["usermod", "-a", "-G", groups, layout.user])
     except KeyError:
-        run(["useradd", "-u", str(layout.uid), "-g", layout.user, "-G", groups,
-             "-d", str(layout.home), "-m", "-s", "/bin/bash", layout.user])
+        run(
+            [
+                "useradd",
+                "-u",
+                str(layout.uid),
+                "-g",
+                layout.user,
+                "-G",
+                groups,
+                "-d",
+                str(layout.home),
+                "-m",
+                "-s",
+                "/bin/bash",
+                layout.user,
+            ]
+        )
     layout.home.mkdir(mode=0o750, exist_ok=True)
     os.chown(layout.home, layout.uid, layout.uid)
 

@@ -39,8 +39,10 @@ def _status() -> int:
         return 1
     print(f"{'node':<6} {'address':<13} {'netns':<6} {'dockerd':<8} {'slurmd':<10} images")
     for s in nodes:
-        print(f"{s.node.name:<6} {s.node.address:<13} {_yn(s.netns):<6} {_yn(s.dockerd):<8} "
-              f"{s.slurmd:<10} {', '.join(s.images) or '-'}")
+        print(
+            f"{s.node.name:<6} {s.node.address:<13} {_yn(s.netns):<6} {_yn(s.dockerd):<8} "
+            f"{s.slurmd:<10} {', '.join(s.images) or '-'}"
+        )
     return 0 if all(s.ok for s in nodes) else 1
 
 

@@ -6,6 +6,7 @@ each also writes its own pid file, which is how a later `up` or `down` finds the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -77,9 +78,7 @@ def kill_pids(pids: Sequence[int], *, grace: float = 10.0) -> None:
     _signal_all([p for p in pids if _alive(p)], signal.SIGKILL)
 
 
-def node_exec_argv(
-    node: Node, binds: Sequence[tuple[Path, str]], argv: Sequence[str]
-) -> list[str]:
+def node_exec_argv(node: Node, binds: Sequence[tuple[Path, str]], argv: Sequence[str]) -> list[str]:
     """argv run inside node: its network namespace, own hostname, files bound over paths.
 
     `ip netns exec` would remount /sys and lose the cgroup mounts dockerd needs, so the
@@ -114,7 +113,5 @@ def _alive(pid: int) -> bool:
 
 def _signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass

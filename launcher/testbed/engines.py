@@ -32,13 +32,19 @@ def ensure_host_engine(say: Progress) -> bool:
     if ping(HOST_SOCK):
         return False
     if not shutil.which("dockerd"):
-        raise TestbedError("no Docker engine answers and dockerd is not installed",
-                           hint="apt-get install docker.io")
+        raise TestbedError(
+            "no Docker engine answers and dockerd is not installed",
+            hint="apt-get install docker.io",
+        )
     if not daemons.running(HOST_PID, "dockerd"):
         say("host dockerd: starting")
         daemons.spawn(["dockerd"], "dockerd-host.log")
-    daemons.wait_for(lambda: ping(HOST_SOCK), timeout=60, what="host dockerd",
-                     hint="see /var/log/mpidock-testbed/dockerd-host.log")
+    daemons.wait_for(
+        lambda: ping(HOST_SOCK),
+        timeout=60,
+        what="host dockerd",
+        hint="see /var/log/mpidock-testbed/dockerd-host.log",
+    )
     return True
 
 
@@ -59,6 +65,10 @@ def ensure_node_engine(node: Node) -> bool:
     ]  # fmt: skip
     binds = [(STATE / "hosts", "/etc/hosts")]
     daemons.spawn(daemons.node_exec_argv(node, binds, argv), f"dockerd-{node.name}.log")
-    daemons.wait_for(lambda: ping(node.docker_url), timeout=60, what=f"dockerd on {node.name}",
-                     hint=f"see /var/log/mpidock-testbed/dockerd-{node.name}.log")
+    daemons.wait_for(
+        lambda: ping(node.docker_url),
+        timeout=60,
+        what=f"dockerd on {node.name}",
+        hint=f"see /var/log/mpidock-testbed/dockerd-{node.name}.log",
+    )
     return True

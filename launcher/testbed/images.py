@@ -44,8 +44,11 @@ def _bootstrap(client: docker.DockerClient, say: Progress) -> None:
     rootfs = STATE / "rootfs-bookworm"
     shutil.rmtree(rootfs, ignore_errors=True)
     say("debootstrap --variant=minbase bookworm (about a minute)")
-    run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), MIRROR], timeout=900,
-        hint="apt-get install debootstrap; the Debian mirror must be reachable")
+    run(
+        ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), MIRROR],
+        timeout=900,
+        hint="apt-get install debootstrap; the Debian mirror must be reachable",
+    )
     tarball = STATE / "rootfs-bookworm.tar"
     run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], timeout=300)
     shutil.rmtree(rootfs, ignore_errors=True)
@@ -81,8 +84,13 @@ def ensure_examples(client: docker.DockerClient, layout: Layout, say: Progress) 
 def _build(client: docker.DockerClient, tag: str, name: str, digest: str, say: Progress) -> None:
     try:
         _, logs = client.images.build(
-            path=str(DOCKERFILES), dockerfile=f"{name}/Dockerfile", tag=tag, rm=True,
-            network_mode="host", labels={DIGEST_LABEL: digest}, timeout=1800,
+            path=str(DOCKERFILES),
+            dockerfile=f"{name}/Dockerfile",
+            tag=tag,
+            rm=True,
+            network_mode="host",
+            labels={DIGEST_LABEL: digest},
+            timeout=1800,
         )
     except BuildError as e:
         tail = "".join(str(c.get("stream", c.get("error", ""))) for c in list(e.build_log)[-8:])
@@ -101,7 +109,7 @@ def ensure_on_nodes(client: docker.DockerClient, layout: Layout, say: Progress) 
             continue
         archive = _archive(client, tag, image_id)
         with ThreadPoolExecutor(max_workers=len(missing)) as pool:
-            for node in pool.map(lambda n: _load(n, archive), missing):
+            for node in pool.map(_load, missing, [archive] * len(missing)):
                 say(f"{node.name}: loaded {tag} ({archive.stat().st_size >> 20} MiB)")
 
 
@@ -132,7 +140,8 @@ def _archive(client: docker.DockerClient, tag: str, image_id: str) -> Path:
 
 
 def _load(node: Node, archive: Path) -> Node:
-    with closing(docker.DockerClient(base_url=node.docker_url, timeout=900)) as c, open(archive, "rb") as f:
+    client = docker.DockerClient(base_url=node.docker_url, timeout=900)
+    with closing(client) as c, open(archive, "rb") as f:
         c.api.load_image(f)
     return node
 

@@ -39,8 +39,9 @@ TOOLS = {
 }  # fmt: skip
 
 
-def up(count: int, *, cpus: tuple[int, ...] = (), user: str = "mpiuser", uid: int = 1501,
-       say: Progress) -> Layout:
+def up(
+    count: int, *, cpus: tuple[int, ...] = (), user: str = "mpiuser", uid: int = 1501, say: Progress
+) -> Layout:
     """Bring the testbed up, or repair it; a running testbed is left as it is."""
     _preflight(count, cpus)
     start = time.monotonic()
@@ -71,8 +72,9 @@ def _ensure_nodes(layout: Layout, client: docker.DockerClient, say: Progress) ->
     if cluster.ensure_slurmctld(layout, restart=conf_changed):
         say("slurmctld: started")
     with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
-        fresh = dict(zip(layout.nodes, pool.map(engines.ensure_node_engine, layout.nodes),
-                         strict=True))
+        fresh = dict(
+            zip(layout.nodes, pool.map(engines.ensure_node_engine, layout.nodes), strict=True)
+        )
     for node, started in fresh.items():
         if started:
             say(f"{node.name}: dockerd started at {node.address}")
@@ -81,8 +83,9 @@ def _ensure_nodes(layout: Layout, client: docker.DockerClient, say: Progress) ->
         if cluster.ensure_slurmd(node, restart=conf_changed or fresh[node]):
             say(f"{node.name}: slurmd started")
     cluster.wait_nodes_idle(layout)
-    _remember({"nodes": [[n.index, n.cpus] for n in layout.nodes], "user": layout.user,
-               "uid": layout.uid})
+    _remember(
+        {"nodes": [[n.index, n.cpus] for n in layout.nodes], "user": layout.user, "uid": layout.uid}
+    )
 
 
 def down(*, purge: bool = False, say: Progress) -> None:
@@ -129,9 +132,13 @@ def status() -> list[NodeStatus]:
     states = cluster.node_states(make_layout(0, host="")) if nodes else {}
     return [
         NodeStatus(
-            node=n, netns=net.netns_exists(n.netns), dockerd=engines.ping(n.docker_url, 3),
-            slurmd=states.get(n.name, "absent") if daemons.running(n.slurmd_pid, "slurmd")
-            else "stopped", images=tuple(images.node_images(n)),
+            node=n,
+            netns=net.netns_exists(n.netns),
+            dockerd=engines.ping(n.docker_url, 3),
+            slurmd=states.get(n.name, "absent")
+            if daemons.running(n.slurmd_pid, "slurmd")
+            else "stopped",
+            images=tuple(images.node_images(n)),
         )
         for n in nodes
     ]
@@ -142,13 +149,16 @@ def _preflight(count: int, cpus: tuple[int, ...]) -> None:
         raise TestbedError("the testbed needs root", hint="run it with sudo")
     missing = sorted({pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)})
     if missing:
-        raise TestbedError(f"missing tools from {', '.join(missing)}",
-                           hint=f"apt-get install {' '.join(missing)}")
+        raise TestbedError(
+            f"missing tools from {', '.join(missing)}", hint=f"apt-get install {' '.join(missing)}"
+        )
     if not 1 <= count <= MAX_NODES:
         raise TestbedError(f"-N {count} is out of range", hint=f"use 1 to {MAX_NODES} nodes")
     if cpus and (len(cpus) != count or min(cpus) < 1):
-        raise TestbedError(f"--cpus gives {len(cpus)} counts for {count} nodes",
-                           hint="give one positive count per node, e.g. --cpus 2,2,1")
+        raise TestbedError(
+            f"--cpus gives {len(cpus)} counts for {count} nodes",
+            hint="give one positive count per node, e.g. --cpus 2,2,1",
+        )
 
 
 def _forget_extra_nodes(layout: Layout, say: Progress) -> None:
@@ -163,8 +173,9 @@ def _forget_extra_nodes(layout: Layout, say: Progress) -> None:
 
 def _known_nodes(saved: dict[str, object]) -> list[Node]:
     """Nodes from the saved layout plus any namespace of ours left behind without one."""
-    listed = saved.get("nodes") or []
-    nodes = {int(i): Node(int(i), int(c)) for i, c in listed}  # type: ignore[union-attr]
+    listed = saved.get("nodes")
+    pairs = listed if isinstance(listed, list) else []
+    nodes = {int(i): Node(int(i), int(c)) for i, c in pairs}
     for path in Path("/run/netns").glob("mpidock-sim*") if Path("/run/netns").exists() else []:
         index = path.name.removeprefix("mpidock-sim")
         if index.isdigit():

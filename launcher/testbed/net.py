@@ -60,8 +60,21 @@ def ensure_node(layout: Layout, node: Node) -> None:
     if not link_exists("eth0", node.netns):
         if link_exists(node.veth):
             run(["ip", "link", "del", node.veth])
-        run(["ip", "link", "add", node.veth, "type", "veth", "peer", "name", "eth0",
-             "netns", node.netns])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                node.veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                node.netns,
+            ]
+        )
     want = f"{node.address}/{layout.prefix}"
     if want not in addresses("eth0", node.netns):
         run([*_ip(node.netns), "addr", "add", want, "dev", "eth0"])

@@ -38,8 +38,7 @@ def slurm_conf(layout: Layout) -> str:
         "MessageTimeout=30",
     ]
     nodes = [
-        f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} State=UNKNOWN"
-        for n in layout.nodes
+        f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} State=UNKNOWN" for n in layout.nodes
     ]
     names = ",".join(n.name for n in layout.nodes)
     part = f"PartitionName=main Nodes={names} Default=YES MaxTime=INFINITE State=UP"

@@ -15,7 +15,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paramiko
@@ -34,21 +34,14 @@ from launcher.keys import (
     sshd_config,
 )
 
-GOLDEN = Path(__file__).parent / "golden"
 HOST_PUB = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBHyitaghIqhezZeE1g05zb0s2whCnjxL7u5wo789JeR mpidock-host"
 )
+Golden = Callable[[str, str], None]
 PLAIN_DIR = "/shared/mpidock/jobs/42"
 # A single quote, spaces, '#' (a comment in OpenSSH files) and '%' (an OpenSSH token).
 WEIRD_DIR = "/shared/it's a #job %u/42"
 ODD_USER = "Dr.Who-2"
-
-
-def assert_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("MPIDOCK_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert text == path.read_text()
 
 
 def tool(name: str) -> str:
@@ -72,20 +65,20 @@ def job_path(tmp_path: Path) -> Iterator[Path]:
 @pytest.mark.parametrize(
     ("name", "where", "user"), [("", PLAIN_DIR, "alice"), (".weird", WEIRD_DIR, ODD_USER)]
 )
-def test_sshd_config_golden(name: str, where: str, user: str) -> None:
+def test_sshd_config_golden(name: str, where: str, user: str, golden: Golden) -> None:
     text = sshd_config(
         port=21042,
         host_key=f"{where}/ssh_host_ed25519_key",
         authorized_keys=f"{where}/authorized_keys",
         user=user,
     )
-    assert_golden(f"sshd_config{name}", text)
+    golden(f"sshd_config{name}", text)
 
 
 @pytest.mark.parametrize(
     ("name", "where", "user"), [("", PLAIN_DIR, "alice"), (".weird", WEIRD_DIR, ODD_USER)]
 )
-def test_ssh_config_golden(name: str, where: str, user: str) -> None:
+def test_ssh_config_golden(name: str, where: str, user: str, golden: Golden) -> None:
     text = ssh_config(
         hosts=["sim1", "sim2", "sim3"],
         port=21042,
@@ -93,15 +86,15 @@ def test_ssh_config_golden(name: str, where: str, user: str) -> None:
         identity=f"{where}/id_ed25519",
         known_hosts=f"{where}/known_hosts",
     )
-    assert_golden(f"ssh_config{name}", text)
+    golden(f"ssh_config{name}", text)
 
 
-def test_known_hosts_golden() -> None:
-    assert_golden("known_hosts", known_hosts(["sim1", "sim2", "sim3"], 21042, HOST_PUB))
+def test_known_hosts_golden(golden: Golden) -> None:
+    golden("known_hosts", known_hosts(["sim1", "sim2", "sim3"], 21042, HOST_PUB))
 
 
-def test_known_hosts_on_port_22_names_hosts_plainly() -> None:
-    assert_golden("known_hosts.port22", known_hosts(["sim1", "sim2"], 22, HOST_PUB))
+def test_known_hosts_on_port_22_names_hosts_plainly(golden: Golden) -> None:
+    golden("known_hosts.port22", known_hosts(["sim1", "sim2"], 22, HOST_PUB))
 
 
 def test_known_hosts_drops_comment_and_duplicates() -> None:
@@ -112,8 +105,8 @@ def test_known_hosts_drops_comment_and_duplicates() -> None:
 
 
 @pytest.mark.parametrize(("name", "where"), [("", PLAIN_DIR), (".weird", WEIRD_DIR)])
-def test_ssh_wrapper_golden(name: str, where: str) -> None:
-    assert_golden(f"ssh_wrapper{name}", ssh_wrapper(f"{where}/ssh_config"))
+def test_ssh_wrapper_golden(name: str, where: str, golden: Golden) -> None:
+    golden(f"ssh_wrapper{name}", ssh_wrapper(f"{where}/ssh_config"))
 
 
 # --- what cannot be written, and what can ---------------------------------------------------

@@ -1,0 +1,45 @@
+"""The fixture every tier but the pure one stands on: the testbed, brought up once.
+
+`mpidock testbed up` starts (or repairs) the host Docker engine with the example images
+and the 3-node cluster. It needs root: outside CI a non-root run skips the docker and
+testbed tiers; in CI a skip would hide them, so it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+MPIDOCK = [sys.executable, "-m", "launcher"]
+NODE_COUNT = 3
+TIERS = {"docker": ("docker",), "testbed": ("testbed", "slow")}
+
+
+def run(argv: Sequence[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """argv as the caller (root) on the host, output captured, never raising on failure."""
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each tier's tests carry its markers, so `-m "not testbed"` selects by tier."""
+    here = Path(__file__).parent
+    for item in items:
+        tier = Path(item.path).relative_to(here).parts[0]
+        for marker in TIERS.get(tier, ()):
+            item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session")
+def testbed() -> None:
+    """The running testbed and host engine, brought up (or repaired) once per session."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the docker and testbed tiers need root in CI; run .ci/run as root")
+        pytest.skip("the docker and testbed tiers need root (sudo scripts/test)")
+    done = run([*MPIDOCK, "testbed", "up", "-N", str(NODE_COUNT)], timeout=1800)
+    assert done.returncode == 0, f"testbed up failed:\n{done.stderr}"

@@ -1,0 +1,84 @@
+"""The cluster itself: distinct nodes, one Docker daemon each, the docker0 trap, status."""
+
+from __future__ import annotations
+
+import json
+
+from tests.testbed.conftest import MPIDOCK, NODES, as_user, run, sbatch
+
+
+def test_batch_job_runs_on_three_distinct_nodes() -> None:
+    job = sbatch(["-N", "3"], "srun hostname")
+    assert job.state == "COMPLETED", job
+    assert sorted(job.output.split()) == [n.name for n in NODES]
+
+
+def test_every_node_answers_with_its_own_docker_daemon() -> None:
+    done = as_user(["srun", "-N", "3", "docker", "info", "--format", "{{.Name}}"])
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split()) == [n.name for n in NODES]
+
+
+def test_host_network_container_sees_its_node() -> None:
+    node = NODES[1]
+    argv = [
+        "srun",
+        "-N",
+        "1",
+        "-w",
+        node.name,
+        "docker",
+        "run",
+        "--rm",
+        "--net=host",
+        "mpidock/openmpi",
+        "sh",
+        "-c",
+        "hostname; hostname -I",
+    ]
+    done = as_user(argv)
+    assert done.returncode == 0, done.stderr
+    name, addresses = done.stdout.splitlines()
+    assert name == node.name
+    assert node.address in addresses.split()
+
+
+def test_every_node_carries_the_docker0_trap() -> None:
+    for node in NODES:
+        done = run(["ip", "netns", "exec", node.netns, "ip", "-j", "addr", "show", "docker0"])
+        assert done.returncode == 0, done.stderr
+        (link,) = json.loads(done.stdout)
+        ipv4 = {(a["local"], a["prefixlen"]) for a in link["addr_info"] if a["family"] == "inet"}
+        assert ipv4 == {("172.17.0.1", 16)}
+
+
+def test_status_lists_every_node_up_with_its_images() -> None:
+    done = run([*MPIDOCK, "testbed", "status"])
+    assert done.returncode == 0, done.stdout
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:]}
+    assert sorted(rows) == [n.name for n in NODES]
+    for node in NODES:
+        _name, address, netns, dockerd, slurmd, *images = rows[node.name]
+        assert (address, netns, dockerd, slurmd) == (node.address, "up", "up", "idle")
+        assert "mpidock/openmpi:latest," in images or "mpidock/openmpi:latest" in images
+
+
+def test_up_on_a_running_testbed_changes_nothing() -> None:
+    before = _testbed_pids()
+    done = run([*MPIDOCK, "testbed", "up", "-N", str(len(NODES))])
+    assert done.returncode == 0, done.stderr
+    changes = [line for line in done.stderr.splitlines() if "started" in line or "loaded" in line]
+    assert changes == []
+    assert _testbed_pids() == before
+
+
+def _testbed_pids() -> dict[str, str]:
+    """Daemon name to pid, for every testbed daemon in the host and node namespaces."""
+    pids = {}
+    for node in NODES:
+        pids[f"{node.name}-netns"] = " ".join(
+            sorted(run(["ip", "netns", "pids", node.netns]).stdout.split())
+        )
+    for program in ("slurmctld", "munged"):
+        pids[program] = run(["pgrep", "-x", program]).stdout.strip()
+    return pids
