@@ -78,6 +78,7 @@ def _ensure_nodes(layout: Layout, client: docker.DockerClient, say: Progress) ->
     for node, started in fresh.items():
         if started:
             say(f"{node.name}: dockerd started at {node.address}")
+        net.ensure_trap(node)
     images.ensure_on_nodes(client, layout, say)
     for node in layout.nodes:
         if cluster.ensure_slurmd(node, restart=conf_changed or fresh[node]):

@@ -54,38 +54,28 @@ def remove_forward_rule() -> None:
 
 
 def ensure_node(layout: Layout, node: Node) -> None:
-    """Namespace, veth pair (eth0 inside), address, loopback and the docker0 trap."""
+    """Namespace, veth pair (eth0 inside), address and loopback (the trap comes later)."""
     if not netns_exists(node.netns):
         run(["ip", "netns", "add", node.netns])
     if not link_exists("eth0", node.netns):
         if link_exists(node.veth):
             run(["ip", "link", "del", node.veth])
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                node.veth,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                node.netns,
-            ]
-        )
+        veth_pair = [node.veth, "type", "veth", "peer", "name", "eth0", "netns", node.netns]
+        run(["ip", "link", "add", *veth_pair])
     want = f"{node.address}/{layout.prefix}"
     if want not in addresses("eth0", node.netns):
         run([*_ip(node.netns), "addr", "add", want, "dev", "eth0"])
     run([*_ip(node.netns), "link", "set", "eth0", "up"])
     run([*_ip(node.netns), "link", "set", "lo", "up"])
     run(["ip", "link", "set", node.veth, "master", BRIDGE, "up"])
-    ensure_trap(node)
 
 
 def ensure_trap(node: Node) -> None:
-    """A bridge named docker0 with 172.17.0.1/16, as on every real Docker host."""
+    """A bridge named docker0 with 172.17.0.1/16, as on every real Docker host.
+
+    Made after the node's dockerd has started: with --bridge=none it deletes a docker0
+    it finds at start.
+    """
     if not link_exists("docker0", node.netns):
         run([*_ip(node.netns), "link", "add", "docker0", "type", "bridge"])
     if TRAP_ADDR not in addresses("docker0", node.netns):

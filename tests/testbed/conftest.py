@@ -130,6 +130,15 @@ def assert_nothing_left(job: Job) -> None:
     assert not (HOME / ".mpidock" / "jobs" / job.job_id).exists()
 
 
+def trap_addresses(node: Node) -> set[tuple[str, int]]:
+    """The IPv4 addresses of docker0 inside the node; empty when there is no docker0."""
+    done = run(["ip", "netns", "exec", node.netns, "ip", "-j", "addr", "show", "docker0"])
+    if done.returncode != 0:
+        return set()
+    (link,) = json.loads(done.stdout)
+    return {(a["local"], a["prefixlen"]) for a in link["addr_info"] if a["family"] == "inet"}
+
+
 def _ids() -> tuple[int, int]:
     st = HOME.stat()
     return st.st_uid, st.st_gid

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from tests.testbed.conftest import MPIDOCK, NODES, as_user, run, sbatch
+from tests.testbed.conftest import MPIDOCK, NODES, as_user, run, sbatch, trap_addresses
 
 
 def test_batch_job_runs_on_three_distinct_nodes() -> None:
@@ -45,11 +43,7 @@ def test_host_network_container_sees_its_node() -> None:
 
 def test_every_node_carries_the_docker0_trap() -> None:
     for node in NODES:
-        done = run(["ip", "netns", "exec", node.netns, "ip", "-j", "addr", "show", "docker0"])
-        assert done.returncode == 0, done.stderr
-        (link,) = json.loads(done.stdout)
-        ipv4 = {(a["local"], a["prefixlen"]) for a in link["addr_info"] if a["family"] == "inet"}
-        assert ipv4 == {("172.17.0.1", 16)}
+        assert trap_addresses(node) == {("172.17.0.1", 16)}
 
 
 def test_status_lists_every_node_up_with_its_images() -> None:

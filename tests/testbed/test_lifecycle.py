@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from launcher.testbed.layout import BRIDGE, RUN
-from tests.testbed.conftest import MPIDOCK, NODES, run, sbatch
+from tests.testbed.conftest import MPIDOCK, NODES, run, sbatch, trap_addresses
 
 PROGRAMS = ("slurmd", "slurmctld", "munged", "dockerd", "containerd")
 
@@ -61,6 +61,7 @@ def _up_and_run_a_job() -> None:
     done = run([*MPIDOCK, "testbed", "up", "-N", str(len(NODES))], timeout=900)
     assert done.returncode == 0, done.stderr
     assert run([*MPIDOCK, "testbed", "status"]).returncode == 0
+    assert all(trap_addresses(n) == {("172.17.0.1", 16)} for n in NODES)
     job = sbatch(["-N", "3"], "srun hostname")
     assert job.state == "COMPLETED", job
     assert sorted(job.output.split()) == [n.name for n in NODES]
