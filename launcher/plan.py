@@ -247,12 +247,8 @@ def parse_mount(spec: str) -> UserMount:
     if len(parts) == 2 and parts[1] in ("ro", "rw"):
         mode = parts.pop()
     source, target = parts[0], parts[-1]
-    if (
-        len(parts) > 2
-        or mode not in ("ro", "rw")
-        or not source.startswith("/")
-        or not (target.startswith("/"))
-    ):
+    absolute = source.startswith("/") and target.startswith("/")
+    if len(parts) > 2 or mode not in ("ro", "rw") or not absolute:
         raise UsageError(
             f"bad --mount {spec!r}: expected SRC[:DST][:ro] with absolute paths",
             hint="e.g. --mount /scratch or --mount /data/ref:/ref:ro",
