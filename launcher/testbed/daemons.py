@@ -29,6 +29,7 @@ def spawn(argv: Sequence[str], log_name: str, *, user: str | None = None) -> int
             stderr=subprocess.STDOUT,
             start_new_session=True,
             user=user,
+            cwd="/",  # not the caller's directory, which may be deleted while we run
         )
     return proc.pid
 
