@@ -2,7 +2,7 @@
 
 `mpidock testbed up` starts (or repairs) the host Docker engine with the example images
 and the 3-node cluster. It needs root: outside CI a non-root run skips the docker and
-testbed tiers; in CI a skip would hide them, so it fails instead.
+testbed tiers; in CI a skip would hide them, so it fails instead (see require).
 """
 
 from __future__ import annotations
@@ -25,6 +25,18 @@ def run(argv: Sequence[str], timeout: float = 300) -> subprocess.CompletedProces
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def require(present: bool, what: str, fix: str) -> None:
+    """Skips a test whose prerequisite is missing, outside CI only: in CI it fails.
+
+    CI installs every prerequisite, so a skip there would hide an untested tier.
+    """
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} in CI; {fix}")
+    pytest.skip(f"{what} ({fix})")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each tier's tests carry its markers, so `-m "not testbed"` selects by tier."""
     here = Path(__file__).parent
@@ -37,9 +49,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def testbed() -> None:
     """The running testbed and host engine, brought up (or repaired) once per session."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the docker and testbed tiers need root in CI; run .ci/run as root")
-        pytest.skip("the docker and testbed tiers need root (sudo scripts/test)")
+    require(os.geteuid() == 0, "the docker and testbed tiers need root", "sudo scripts/test")
     done = run([*MPIDOCK, "testbed", "up", "-N", str(NODE_COUNT)], timeout=1800)
     assert done.returncode == 0, f"testbed up failed:\n{done.stderr}"

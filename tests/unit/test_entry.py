@@ -13,20 +13,7 @@ from launcher import containers, entry, images, leader, network, worker
 from launcher.cli import main
 from launcher.mpi import Network
 from launcher.signals import Inbox
-
-# Task 0 of `sbatch -N 3` on sim[1-3] holding 4, 4 and 2 CPUs.
-STEP = {
-    "SLURM_JOB_ID": "42",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-    "SLURM_NODEID": "0",
-    "SLURM_NTASKS": "3",
-    "SLURM_JOB_NODELIST": "sim[1-3]",
-    "SLURMD_NODENAME": "sim1",
-    "SLURM_JOB_CPUS_PER_NODE": "4(x2),2",
-}
-WORKER = {"SLURM_PROCID": "1", "SLURM_NODEID": "1", "SLURMD_NODENAME": "sim2"}
-NET = Network("eth0", "10.213.0.0/24")
+from tests.unit.samples import NET, STEP, WORKER
 
 
 class Step:

@@ -15,19 +15,12 @@ import pytest
 
 from launcher.images import PERSONALIZE_SH, dockerfile, identity_key, personal_tag
 from launcher.plan import Identity
+from tests.conftest import require
+from tests.unit.samples import ALICE
 
 Golden = Callable[[str, str], None]
 
 BASE = "sha256:" + "0123456789abcdef" * 4
-ALICE = Identity(
-    user="alice",
-    uid=1000,
-    gid=1000,
-    group="alice",
-    groups=(("docker", 998), ("hpc", 2000)),
-    home="/home/alice",
-    shell="/bin/bash",
-)
 # Quotes, spaces, '$' and a backslash: none of it may be read as Dockerfile or shell syntax.
 WEIRD = Identity(
     user="o'brien",
@@ -151,8 +144,8 @@ def etc(tmp_path: Path) -> Path:
 
 def personalize(root: Path, ident: Identity) -> None:
     sh = shutil.which("sh")
-    if sh is None:
-        pytest.skip("no sh on this machine")
+    require(sh is not None, "no sh on this machine", "install a POSIX shell")
+    assert sh is not None
     paths = set(re.findall(r"/[a-z]+/[a-z]+", PERSONALIZE_SH))
     assert paths == {"/bin/sh", "/etc/passwd", "/etc/group", "/etc/shadow"}, "new paths?"
     script = PERSONALIZE_SH.replace("/etc/", f"{root}/etc/")

@@ -33,6 +33,7 @@ from launcher.keys import (
     ssh_wrapper,
     sshd_config,
 )
+from tests.conftest import require
 
 HOST_PUB = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBHyitaghIqhezZeE1g05zb0s2whCnjxL7u5wo789JeR mpidock-host"
@@ -46,8 +47,8 @@ ODD_USER = "Dr.Who-2"
 
 def tool(name: str) -> str:
     found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} (OpenSSH client) is not installed on this machine")
+    require(found is not None, f"{name} is missing", "apt-get install openssh-client")
+    assert found is not None
     return found
 
 

@@ -14,6 +14,7 @@ from launcher import network
 from launcher.errors import CommandFailed, LauncherError, UsageError
 from launcher.mpi import Network
 from launcher.network import choose, device_network, route_device
+from tests.conftest import require
 
 # Captured from `ip -j route get 10.213.0.12` and `ip -j addr show dev eth0` on a node.
 ROUTE_DIRECT = (
@@ -199,9 +200,9 @@ def test_unresolvable_peer(fake_ip: FakeIp, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def real_ip() -> None:
     ip = shutil.which("ip")
-    if ip is None or subprocess.run([ip, "-j", "addr", "show", "dev", "lo"],
-                                    capture_output=True, check=False).returncode != 0:  # fmt: skip
-        pytest.skip("no iproute2 `ip` with JSON output on this machine")
+    probe = [ip or "ip", "-j", "addr", "show", "dev", "lo"]
+    works = ip is not None and subprocess.run(probe, capture_output=True).returncode == 0
+    require(works, "no iproute2 `ip` with JSON output", "apt-get install iproute2")
 
 
 @pytest.mark.usefixtures("real_ip")
