@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from launcher import __version__, entry
+from launcher import __version__, cache_command, entry
 from launcher.errors import LauncherError
 from launcher.testbed import command as testbed_command
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     entry.add_parser(sub)
     testbed_command.add_parser(sub)
+    cache_command.add_parser(sub)
     return parser
 
 

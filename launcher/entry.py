@@ -8,14 +8,16 @@ import os
 import time
 from typing import Any
 
-from launcher import containers, images, leader, network, worker
+from launcher import containers, distribution, images, leader, network, worker
 from launcher.errors import LauncherError, UsageError
 from launcher.identity import current_identity
+from launcher.movement import Wanted
 from launcher.mpi import MpiFlavor, detect_flavor, display
 from launcher.plan import LaunchPlan, Options, build_plan
 from launcher.record import runs_dir, write_json
 from launcher.signals import Inbox
 from launcher.slurm import SlurmEnv
+from launcher.store import ImageStore
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,6 +57,22 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
         help="bind SRC[:DST] into every container (repeatable)",
     )
     p.add_argument("--job-root", help="shared directory for per-job keys (default ~/.mpidock/jobs)")
+    p.add_argument(
+        "--image-store",
+        default=os.environ.get("MPIDOCK_IMAGE_STORE"),
+        help="shared directory for image archives (default ~/.mpidock/images)",
+    )
+    p.add_argument(
+        "--registry",
+        default=os.environ.get("MPIDOCK_REGISTRY", ""),
+        help="a site registry HOST[:PORT] nodes may pull the image from",
+    )
+    p.add_argument(
+        "--image-cleanup",
+        choices=["keep", "remove"],
+        default="keep",
+        help="keep the personalized image for the next job (default) or remove it at the end",
+    )
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for workers")
     p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
     p.add_argument("--dry-run", action="store_true", help="print the plan and start nothing")
@@ -71,7 +89,8 @@ def options(args: argparse.Namespace) -> Options:
         port_range=args.port_range, iface=args.iface, mpi=args.mpi,
         mpi_args=tuple(args.mpi_args), env_forward=tuple(args.env_forward),
         mounts=tuple(args.mounts), job_root=args.job_root, ready_timeout=args.ready_timeout,
-        grace=args.grace,
+        grace=args.grace, image_store=args.image_store, registry=args.registry,
+        keep_image=args.image_cleanup == "keep",
     )  # fmt: skip
 
 
@@ -113,15 +132,17 @@ def _lead(
     started = time.time()
     run = leader.LeaderRun()
     error: LauncherError | None = None
+    tag = ""
     leader.create_job(plan)
     try:
-        with leader.Heartbeat(plan):
+        with (
+            leader.heartbeat(plan),
+            distribution.ArchiveServer(plan, client, run.archive) as server,
+        ):
             with run.timings.phase("image"):
-                tag, run.image_path = images.ensure_personal(
-                    client, plan.image, plan.identity, plan.node
-                )
-                run.image_id = images.base_id(client, plan.image, plan.node)
-                flavor = flavor or detect_flavor(images.mpi_version_text(client, tag, plan.node))
+                tag, wanted, run.image = distribution.lead_image(plan, client, server)
+                run.image_id = wanted.image_id
+                flavor = flavor or detect_flavor(_mpi_version(client, plan, tag, wanted))
             plan = build_plan(
                 env,
                 opts,
@@ -138,8 +159,19 @@ def _lead(
         raise
     finally:
         leader.end_job(plan, run)
+        if tag and not plan.keep_image:
+            images.remove_personal(client, tag)
         _write_record(plan, run, started, error)
     return run.exit_code
+
+
+def _mpi_version(client: Any, plan: LaunchPlan, tag: str, wanted: Wanted) -> str:
+    """`mpirun --version` of the image, asked once per image ID and noted in the store."""
+    store = ImageStore(plan.image_store)
+    if (text := store.recall(wanted.image_id, "mpi")) is None:
+        text = images.mpi_version_text(client, tag, plan.node)
+        store.note(wanted.image_id, "mpi", text)
+    return text
 
 
 def _write_record(
@@ -149,7 +181,7 @@ def _write_record(
         "job_id": plan.job_id, "started": started, "ended": time.time(),
         "image": plan.image, "image_id": run.image_id, "mpi": plan.flavor,
         "nodes": [{"node": h.node, "slots": h.slots} for h in plan.nodes],
-        "leader": {"node": plan.node, "image_path": run.image_path,
+        "leader": {"node": plan.node, "image": run.image, "archive": run.archive,
                    "timings": run.timings.phases},
         "workers": run.nodes, "mpirun_argv": list(plan.mpirun),
         "exit_code": run.exit_code if error is None else 1,

@@ -96,34 +96,49 @@ def base_id(client: docker.DockerClient, image: str, node: str) -> str:
 
 
 def ensure_personal(
-    client: docker.DockerClient, image: str, ident: Identity, node: str
+    client: docker.DockerClient, base: str, ident: Identity, node: str, name: str = ""
 ) -> tuple[str, str]:
-    """The personalized tag for image and ident on this node: (tag, 'cached' | 'built')."""
-    tag = personal_tag(base_id(client, image, node), ident)
-    try:
-        client.images.get(tag)
+    """The personalized tag for base (a name or ID) and ident: (tag, 'cached' | 'built')."""
+    image_id = base_id(client, base, node)
+    tag = personal_tag(image_id, ident)
+    if touch(client, tag):
         return tag, "cached"
-    except ImageNotFound:
-        pass
-    text = dockerfile(base_id(client, image, node), ident)
     try:
         client.images.build(
-            fileobj=io.BytesIO(text.encode()),
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            network_mode="none",
-            timeout=600,
-        )
+            fileobj=io.BytesIO(dockerfile(image_id, ident).encode()),
+            tag=tag, rm=True, forcerm=True, network_mode="none", timeout=600,
+        )  # fmt: skip
     except BuildError as e:
         raise ImageError(
-            f"cannot personalize {image}: {_build_reason(e)}",
+            f"cannot personalize {name or base}: {_build_reason(e)}",
             node=node,
             hint="the image needs /bin/sh and writable /etc/passwd",
         ) from e
     except DockerException as e:
-        raise ImageError(f"cannot personalize {image}: {e}", node=node) from e
+        raise ImageError(f"cannot personalize {name or base}: {e}", node=node) from e
     return tag, "built"
+
+
+def touch(client: docker.DockerClient, tag: str) -> bool:
+    """Marks a use of tag (re-tagging sets its LastTagTime); False when it is not here."""
+    repo, _, version = tag.rpartition(":")
+    try:
+        client.api.tag(tag, repo, version)
+    except ImageNotFound:
+        return False
+    except DockerException as e:
+        raise ImageError(f"cannot inspect image {tag}: {e}") from e
+    return True
+
+
+def remove_personal(client: docker.DockerClient, tag: str) -> None:
+    """The `remove` cleanup policy; an image another job still runs stays."""
+    try:
+        client.images.remove(tag, noprune=False)
+    except ImageNotFound:
+        pass
+    except DockerException as e:
+        log.info("kept %s: %s", tag, e)
 
 
 def _build_reason(e: BuildError) -> str:

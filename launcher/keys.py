@@ -224,6 +224,29 @@ class JobDir:
         """Created by the leader to tell the workers to stop."""
         return self.path / "stop"
 
+    @property
+    def heartbeat(self) -> Path:
+        """Touched every second by a live leader."""
+        return self.path / "heartbeat"
+
+    @property
+    def image_file(self) -> Path:
+        """Written by the leader: the image name and ID every node runs, and where it is."""
+        return self.path / "image.json"
+
+    @property
+    def archive_failed(self) -> Path:
+        """Written by the leader when it cannot save the image for the workers."""
+        return self.path / "archive-failed.json"
+
+    def need_file(self, node: str) -> Path:
+        """Written by a worker that needs the image saved into the store."""
+        return self.path / f"need.{_check_host(node)}"
+
+    def moving_file(self, node: str) -> Path:
+        """Touched every few seconds while a node moves image bytes."""
+        return self.path / f"moving.{_check_host(node)}"
+
     def ready_file(self, node: str) -> Path:
         """Created by a worker when its sshd is up."""
         return self.path / f"ready.{_check_host(node)}"

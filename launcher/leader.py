@@ -16,6 +16,7 @@ import docker
 from docker.models.containers import Container
 
 from launcher import containers, keys, readiness
+from launcher.beats import Beat
 from launcher.errors import LauncherError, NodeFailed
 from launcher.plan import LaunchPlan
 from launcher.record import Timings, read_json
@@ -33,32 +34,14 @@ class LeaderRun:
     timings: Timings = dataclasses.field(default_factory=Timings)
     nodes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     exit_code: int | None = None
-    image_path: str = ""
+    image: dict[str, Any] = dataclasses.field(default_factory=dict)
+    archive: dict[str, Any] = dataclasses.field(default_factory=dict)
     image_id: str = ""
 
 
-class Heartbeat:
+def heartbeat(plan: LaunchPlan) -> Beat:
     """Touches job/heartbeat every second so workers notice a leader that died."""
-
-    def __init__(self, plan: LaunchPlan) -> None:
-        self.path = plan.job.path / "heartbeat"
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-
-    def _beat(self) -> None:
-        while not self.done.is_set():
-            try:
-                self.path.write_text(f"{time.time()}\n")
-            except OSError:
-                return
-            self.done.wait(1.0)
+    return Beat(plan.job.heartbeat, 1.0)
 
 
 def create_job(plan: LaunchPlan) -> keys.JobDir:

@@ -55,6 +55,8 @@ class Options:
     grace: float = 10.0
     shm_size: str = "1g"
     keep_image: bool = True
+    image_store: str | None = None
+    registry: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class LaunchPlan:
     ready_timeout: float = 120.0
     grace: float = 10.0
     keep_image: bool = True
+    image_store: str = ""
+    registry: str = ""
     workers: tuple[str, ...] = field(default=())
 
     @property
@@ -153,6 +157,7 @@ def build_plan(
         identity=ident, job_dir=str(job.path), image=image, container=spec, mpirun=argv,
         flavor=flavor.value if flavor else "", network=network,
         ready_timeout=opts.ready_timeout, grace=opts.grace, keep_image=opts.keep_image,
+        image_store=opts.image_store or f"{ident.home}/.mpidock/images", registry=opts.registry,
         workers=tuple(h.node for h in hosts if h.node != leader_node),
     )  # fmt: skip
 

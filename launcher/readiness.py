@@ -9,12 +9,14 @@ from typing import Any
 
 import paramiko
 
+from launcher.beats import Watch
 from launcher.errors import LauncherError, NodeFailed, NodeTimeout
 from launcher.keys import JobDir
 from launcher.record import read_json
 from launcher.signals import Inbox
 
 POLL = 0.1
+HANDSHAKE_MIN = 10.0
 
 
 def wait_ready(
@@ -22,11 +24,15 @@ def wait_ready(
 ) -> dict[str, dict[str, Any]]:
     """Every worker's ready report, each confirmed by an SSH handshake.
 
+    A worker still moving its image (its moving.<node> file beats) is waited for past the
+    deadline; one that has gone quiet is not.
+
     Raises:
         NodeFailed: a worker reported a failure (at once, not at the deadline).
         NodeTimeout: some workers were not ready in time (all of them are named).
     """
     deadline = time.monotonic() + timeout
+    moving = {node: Watch(job.moving_file(node)) for node in nodes}
     reports: dict[str, dict[str, Any]] = {}
     while len(reports) < len(nodes):
         raise_failures(job, nodes)
@@ -35,8 +41,8 @@ def wait_ready(
                 reports[node] = ready
         if inbox.stop.is_set():
             raise LauncherError("stopped by a signal while waiting for the workers")
-        if time.monotonic() > deadline and len(reports) < len(nodes):
-            late = [n for n in nodes if n not in reports]
+        late = [n for n in nodes if n not in reports]
+        if time.monotonic() > deadline and late and not any(moving[n].beating() for n in late):
             raise NodeTimeout(
                 ", ".join(late),
                 port,
@@ -45,7 +51,8 @@ def wait_ready(
                 hint="see the job's output of those nodes; raise --ready-timeout",
             )
         time.sleep(POLL)
-    _handshakes(job, nodes, port, user, deadline)
+    # A worker waited for past the deadline still gets a fair chance to answer.
+    _handshakes(job, nodes, port, user, max(deadline, time.monotonic() + HANDSHAKE_MIN))
     return reports
 
 

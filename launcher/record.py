@@ -43,3 +43,13 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return None
+
+
+def human_size(n: int) -> str:
+    """Decimal units, as `docker images` prints them."""
+    value, unit = float(n), "B"
+    for bigger in ("kB", "MB", "GB", "TB"):
+        if value < 999.95:
+            break
+        value, unit = value / 1000, bigger
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"

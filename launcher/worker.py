@@ -7,12 +7,12 @@ import errno
 import logging
 import socket
 import time
-from pathlib import Path
 
 import docker
 from docker.models.containers import Container
 
-from launcher import containers, images
+from launcher import containers, distribution, images
+from launcher.beats import Watch
 from launcher.errors import LauncherError, NodeFailed, NodeTimeout
 from launcher.plan import LaunchPlan
 from launcher.record import Timings, write_json
@@ -20,19 +20,21 @@ from launcher.signals import Inbox
 
 log = logging.getLogger(__name__)
 POLL = 0.2
-LEADER_SILENCE = 10.0  # seconds without a heartbeat after which the leader is gone
 
 
 def run_worker(plan: LaunchPlan, client: docker.DockerClient, inbox: Inbox) -> int:
     """Start sshd, report, wait for the end, remove everything of the job on this node."""
     timings = Timings()
     _wait_job_dir(plan, inbox)
-    container = None
+    container, tag = None, ""
     try:
-        container, how = _start(plan, client, timings)
+        _check_port(plan.port, plan.node)
+        with timings.phase("image"):
+            tag, image = distribution.worker_image(plan, client, inbox)
+        container = _start(plan, client, tag, timings)
         write_json(
             plan.job.ready_file(plan.node),
-            {"node": plan.node, "image_path": how, "timings": timings.phases},
+            {"node": plan.node, "image": image, "timings": timings.phases},
         )
         reason = _wait_end(plan, container, inbox)
         if reason:
@@ -44,21 +46,17 @@ def run_worker(plan: LaunchPlan, client: docker.DockerClient, inbox: Inbox) -> i
         with timings.phase("teardown"):
             if container is not None:
                 containers.remove(container)
+            if tag and not plan.keep_image:
+                images.remove_personal(client, tag)
         _report_done(plan, timings)
     return 0
 
 
-def _start(
-    plan: LaunchPlan, client: docker.DockerClient, timings: Timings
-) -> tuple[Container, str]:
+def _start(plan: LaunchPlan, client: docker.DockerClient, tag: str, timings: Timings) -> Container:
     assert plan.container is not None
-    with timings.phase("image"):
-        tag, how = images.ensure_personal(client, plan.image, plan.identity, plan.node)
-    _check_port(plan.port, plan.node)
     with timings.phase("container"):
         spec = dataclasses.replace(plan.container, image=tag)
-        container = containers.start(client, spec, plan.node)
-    return container, how
+        return containers.start(client, spec, plan.node)
 
 
 def _check_port(port: int, node: str) -> None:
@@ -94,18 +92,14 @@ def _wait_job_dir(plan: LaunchPlan, inbox: Inbox) -> None:
 
 def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> str:
     """Block until the job ends; returns '' for a normal end, else why this node failed."""
-    heartbeat = plan.job.path / "heartbeat"
-    last_seen, last_change = _mtime(heartbeat), time.monotonic()
+    leader = Watch(plan.job.heartbeat)
     while True:
         if inbox.stop.is_set() or plan.job.stop_file.exists() or not plan.job.path.exists():
             return ""
         status, code = containers.exit_info(container)
         if status != "running":
             return f"sshd container {status} (exit {code}): {containers.tail(container)}"
-        seen = _mtime(heartbeat)
-        if seen != last_seen:
-            last_seen, last_change = seen, time.monotonic()
-        elif time.monotonic() - last_change > LEADER_SILENCE:
+        if leader.silent():
             return ""  # the leader is gone; nothing will use this node any more
         time.sleep(POLL)
 
@@ -121,10 +115,3 @@ def _report_done(plan: LaunchPlan, timings: Timings) -> None:
         write_json(
             plan.job.path / f"done.{plan.node}", {"node": plan.node, "timings": timings.phases}
         )
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0

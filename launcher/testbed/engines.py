@@ -12,7 +12,7 @@ from docker.errors import DockerException
 
 from launcher.errors import TestbedError
 from launcher.testbed import daemons
-from launcher.testbed.layout import STATE, Node
+from launcher.testbed.layout import REGISTRY, STATE, Node
 
 HOST_SOCK = "unix:///var/run/docker.sock"
 HOST_PID = Path("/var/run/docker.pid")
@@ -50,7 +50,8 @@ def ensure_host_engine(say: Progress) -> bool:
 
 def ensure_node_engine(node: Node) -> bool:
     """The node's own dockerd, inside the node; True when it had to be started."""
-    if daemons.running(node.docker_pid, "dockerd") and ping(node.docker_url):
+    pid = daemons.running(node.docker_pid, "dockerd")
+    if pid and ping(node.docker_url) and _knows_registry(pid):
         return False
     stale = daemons.read_pid(node.docker_pid)
     if stale and daemons.pid_runs(stale, "dockerd"):
@@ -62,6 +63,7 @@ def ensure_node_engine(node: Node) -> bool:
         "dockerd", "--data-root", str(node.data_root), "--exec-root", str(node.run_dir / "exec"),
         "--host", node.docker_url, "--pidfile", str(node.docker_pid), "--bridge=none",
         "--iptables=false", "--ip-masq=false", "--group", "docker",
+        "--insecure-registry", REGISTRY,
     ]  # fmt: skip
     binds = [(STATE / "hosts", "/etc/hosts")]
     daemons.spawn(daemons.node_exec_argv(node, binds, argv), f"dockerd-{node.name}.log")
@@ -72,3 +74,11 @@ def ensure_node_engine(node: Node) -> bool:
         hint=f"see /var/log/mpidock-testbed/dockerd-{node.name}.log",
     )
     return True
+
+
+def _knows_registry(pid: int) -> bool:
+    """A node daemon from before the registry existed is restarted once to learn it."""
+    try:
+        return REGISTRY.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

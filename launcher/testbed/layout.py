@@ -14,6 +14,7 @@ LOGS = Path("/var/log/mpidock-testbed")
 SHARED = Path("/srv/mpidock")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 TRAP_ADDR = "172.17.0.1/16"
+REGISTRY = f"{SUBNET.network_address + 1}:5000"  # the host on the bridge
 MAX_NODES = 32
 
 

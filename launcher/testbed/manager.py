@@ -16,10 +16,11 @@ from pathlib import Path
 import docker
 
 from launcher.errors import TestbedError
-from launcher.testbed import cluster, daemons, engines, images, install, net
+from launcher.testbed import cluster, daemons, engines, images, install, net, registry
 from launcher.testbed.layout import (
     LOGS,
     MAX_NODES,
+    REGISTRY,
     RUN,
     SHARED,
     SLURM_CONF,
@@ -35,7 +36,7 @@ SAVED = STATE / "layout.json"
 TOOLS = {
     "ip": "iproute2", "iptables": "iptables", "nsenter": "util-linux", "dockerd": "docker.io",
     "debootstrap": "debootstrap", "slurmctld": "slurm-wlm", "slurmd": "slurm-wlm",
-    "munged": "munge",
+    "munged": "munge", "docker-registry": "docker-registry",
 }  # fmt: skip
 
 
@@ -71,6 +72,8 @@ def _ensure_nodes(layout: Layout, client: docker.DockerClient, say: Progress) ->
     conf_changed = cluster.write_conf(layout)
     if cluster.ensure_slurmctld(layout, restart=conf_changed):
         say("slurmctld: started")
+    if registry.ensure_registry():
+        say(f"registry: started at {REGISTRY}")
     with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
         fresh = dict(
             zip(layout.nodes, pool.map(engines.ensure_node_engine, layout.nodes), strict=True)
@@ -96,6 +99,7 @@ def down(*, purge: bool = False, say: Progress) -> None:
     pids = [p for n in nodes for p in net.netns_pids(n.netns)]
     pids += [p for n in nodes for p in _pid_of(n.slurmd_pid, "slurmd")]
     pids += _pid_of(RUN / "slurmctld.pid", "slurmctld") + _pid_of(cluster.MUNGE_PID, "munged")
+    pids += _pid_of(registry.PID, "docker-registry")
     if saved.get("host_dockerd_started"):
         pids += _pid_of(engines.HOST_PID, "dockerd")
     daemons.kill_pids(sorted(set(pids)), grace=15)

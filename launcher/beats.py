@@ -1,0 +1,65 @@
+"""Liveness through the shared job directory: one side touches a file, the other watches it.
+
+Only changes of the file's mtime are compared, never its value against this node's clock,
+so clock skew between nodes and the file server does not matter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+SILENCE = 10.0  # seconds without a change after which the writer is taken to be gone
+
+
+class Beat:
+    """Touches `path` every `every` seconds until the with-block ends."""
+
+    def __init__(self, path: Path, every: float) -> None:
+        self.path, self.every = path, every
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> Beat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.path.write_text(f"{time.time()}\n")
+            except OSError:
+                return
+            self.done.wait(self.every)
+
+
+class Watch:
+    """Notices when `path` has not changed for `silence` seconds (a missing file counts
+    as a state too, so a writer that never started is noticed as well)."""
+
+    def __init__(self, path: Path, silence: float = SILENCE) -> None:
+        self.path, self.silence = path, silence
+        self.seen = mtime(path)
+        self.changed = time.monotonic()
+
+    def silent(self) -> bool:
+        now, seen = time.monotonic(), mtime(self.path)
+        if seen != self.seen:
+            self.seen, self.changed = seen, now
+        return now - self.changed > self.silence
+
+    def beating(self) -> bool:
+        """The file exists and changed within the silence period."""
+        return not self.silent() and self.seen != 0.0
+
+
+def mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,0 +1,146 @@
+"""The image phase of a job on each node, and its handoffs through the job directory.
+
+The leader resolves the image to an ID and publishes it (image.json). Each worker then
+gets that ID onto its node the cheapest way (launcher.movement); a worker that needs an
+archive the store lacks writes need.<node>, and the leader's ArchiveServer saves it once.
+Both then personalize it locally. While a node moves bytes it touches moving.<node>, so
+the leader's readiness wait knows it is alive and busy rather than gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import docker
+
+from launcher import images, movement
+from launcher.beats import Beat, Watch
+from launcher.errors import ImageError, NodeFailed
+from launcher.keys import JobDir
+from launcher.movement import Moved, Wanted
+from launcher.plan import LaunchPlan
+from launcher.record import human_size, read_json, write_json
+from launcher.signals import Inbox
+from launcher.store import Archive, ImageStore
+
+POLL = 0.1
+BEAT = 2.0
+
+
+def lead_image(
+    plan: LaunchPlan, client: docker.DockerClient, server: ArchiveServer
+) -> tuple[str, Wanted, dict[str, Any]]:
+    """The leader's image phase: resolve, publish for the workers, personalize."""
+    say = movement.stderr_say(plan.node)
+    store = ImageStore(plan.image_store)
+    started = time.monotonic()
+    wanted, moved = movement.resolve(client, plan.image, store, plan.registry, plan.node, say)
+    write_json(plan.job.image_file, wanted.to_dict())
+    server.offer(wanted)
+    tag, how = images.ensure_personal(client, wanted.image_id, plan.identity, plan.node, plan.image)
+    return tag, wanted, _summary(moved, how, time.monotonic() - started, say)
+
+
+def worker_image(
+    plan: LaunchPlan, client: docker.DockerClient, inbox: Inbox
+) -> tuple[str, dict[str, Any]]:
+    """A worker's image phase: the leader's ID onto this node, then personalized."""
+    say = movement.stderr_say(plan.node)
+    wanted = _wait_wanted(plan, inbox)
+    started = time.monotonic()
+    tag = images.personal_tag(wanted.image_id, plan.identity)
+    if images.touch(client, tag):
+        return tag, _summary(Moved("present"), "cached", time.monotonic() - started, say)
+    with Beat(plan.job.moving_file(plan.node), BEAT):
+        moved = movement.obtain(
+            client, wanted, plan.node, lambda: _request_archive(plan, wanted, inbox), say
+        )
+        tag, how = images.ensure_personal(
+            client, wanted.image_id, plan.identity, plan.node, plan.image
+        )
+    return tag, _summary(moved, how, time.monotonic() - started, say)
+
+
+def _summary(moved: Moved, how: str, seconds: float, say: movement.Say) -> dict[str, Any]:
+    """One record entry and one progress line: path, bytes, seconds, MB/s."""
+    path = how if moved.path == "present" else moved.path
+    entry = {**moved.to_dict(), "path": path, "personal": how, "seconds": round(seconds, 3)}
+    rate = f" ({entry['mb_per_s']} MB/s)" if moved.bytes else ""
+    say(f"{path}, {human_size(moved.bytes)}{rate}, {seconds:.2f} s")
+    return entry
+
+
+def _wait_wanted(plan: LaunchPlan, inbox: Inbox) -> Wanted:
+    deadline, leader = time.monotonic() + plan.ready_timeout, Watch(plan.job.heartbeat)
+    while not (data := read_json(plan.job.image_file)):
+        _check_wait(plan, inbox, deadline, leader, "the leader never said which image to run")
+    return Wanted(**{k: str(data.get(k, "")) for k in ("image", "image_id", "store", "registry")})
+
+
+def _request_archive(plan: LaunchPlan, wanted: Wanted, inbox: Inbox) -> Archive:
+    """Ask the leader to save the image into the store, and wait until it is whole."""
+    store = ImageStore(wanted.store)
+    write_json(plan.job.need_file(plan.node), {"node": plan.node, "image_id": wanted.image_id})
+    deadline, leader = time.monotonic() + movement.MOVE_TIMEOUT, Watch(plan.job.heartbeat)
+    while not (archive := store.find(wanted.image_id)):
+        if failed := read_json(plan.job.archive_failed):
+            raise ImageError(f"the leader could not save the image: {failed.get('error')}")
+        what = f"no archive of {wanted.image} appeared in {store.root}"
+        _check_wait(plan, inbox, deadline, leader, what)
+    return archive
+
+
+def _check_wait(plan: LaunchPlan, inbox: Inbox, deadline: float, leader: Watch, what: str) -> None:
+    if inbox.stop.is_set() or plan.job.stop_file.exists():
+        raise NodeFailed("stopped while waiting for the image", node=plan.node)
+    if leader.silent():
+        raise NodeFailed("the leader is gone (its heartbeat stopped)", node=plan.node)
+    if time.monotonic() > deadline:
+        raise NodeFailed(f"gave up waiting: {what}", node=plan.node)
+    time.sleep(POLL)
+
+
+class ArchiveServer:
+    """The leader's side of need.<node>: saves the job's image into the store, once."""
+
+    def __init__(
+        self, plan: LaunchPlan, client: docker.DockerClient, saved: dict[str, Any]
+    ) -> None:
+        self.plan, self.client, self.saved = plan, client, saved
+        self.wanted: Wanted | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> ArchiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=1)
+
+    def offer(self, wanted: Wanted) -> None:
+        """From now on a worker's need.<node> is answered with this image."""
+        self.wanted = wanted
+
+    def _serve(self) -> None:
+        job: JobDir = self.plan.job
+        while not self.done.is_set():
+            if self.wanted is not None and any(job.path.glob("need.*")):
+                self._save(job, self.wanted)
+                return
+            self.done.wait(POLL)
+
+    def _save(self, job: JobDir, wanted: Wanted) -> None:
+        say = movement.stderr_say(self.plan.node)
+        try:
+            with Beat(job.moving_file(self.plan.node), BEAT):
+                store = ImageStore(wanted.store)
+                moved = movement.save(self.client, store, wanted, self.plan.node, say)
+            self.saved.update(moved.to_dict())
+        except ImageError as e:
+            with contextlib.suppress(OSError):
+                write_json(job.archive_failed, {"error": str(e)})
