@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import docker
 import pytest
@@ -17,9 +19,21 @@ def client(testbed: None) -> Iterator[docker.DockerClient]:
     c.close()
 
 
-def build(client: docker.DockerClient, tag: str, dockerfile: str) -> str:
-    """Builds dockerfile (no context) as tag and returns the image ID."""
+def build(
+    client: docker.DockerClient, tag: str, dockerfile: str, files: Mapping[str, Path] = {}
+) -> str:
+    """Builds dockerfile as tag, with files (name in the context: host path) as its
+    context, and returns the image ID."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        text = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+        for name, path in files.items():
+            tar.add(path, arcname=name)
+    context.seek(0)
     image, _ = client.images.build(
-        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, network_mode="none"
+        fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="none"
     )
     return str(image.id)

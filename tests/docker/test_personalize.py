@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -11,6 +12,7 @@ from launcher import images
 from launcher.containers import docker_kwargs
 from launcher.errors import ImageError
 from launcher.plan import ContainerSpec, Identity
+from tests.conftest import require
 from tests.docker.conftest import build
 
 # Ubuntu-like: UID 1000 and GID 1601 taken under other names, our user name taken with
@@ -24,6 +26,12 @@ ENTRYPOINT ["/bin/false"]
 # No useradd or groupadd at all, as in busybox-style images.
 BARE = """FROM debian:bookworm
 RUN ["/bin/rm", "/usr/sbin/useradd", "/usr/sbin/groupadd", "/usr/sbin/adduser"]
+"""
+# Nothing but a static busybox: no /etc/passwd, no useradd, busybox's own sh and id.
+BUSYBOX = """FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "mkdir", "-p", "/etc", "/usr/bin", "/usr/sbin", "/sbin"]
+RUN ["/bin/busybox", "--install", "-s"]
 """
 # No /bin/sh: nothing can run the personalization.
 NO_SHELL = """FROM debian:bookworm
@@ -90,6 +98,27 @@ def test_identity_is_exact_in_a_crowded_or_bare_image(
     assert who == "Mpi.User2"
     # The name and UID are found, once each; whoever held them before is gone.
     assert passwd == ["Mpi.User2:x:1000:1601::/srv/x/Mpi.User2:/bin/bash"] * 2
+
+
+def test_identity_is_exact_in_a_busybox_only_image(
+    client: docker.DockerClient, tags: list[str]
+) -> None:
+    require(Path("/bin/busybox").exists(), "no static busybox", "apt-get install busybox-static")
+    tags.append("mpidock-test/base-busybox")
+    build(client, tags[0], BUSYBOX, {"busybox": Path("/bin/busybox")})
+    tag, how = images.ensure_personal(client, tags[0], ODD, "host")
+    tags.append(tag)
+    assert how == "built"
+    out = run_as(client, tag, ODD, ["/bin/sh", "-c", "id; whoami; ls -l /etc/passwd"])
+    ident_line, who, passwd = out.splitlines()
+    # busybox's id lists the groups in the kernel's order, not primary first as coreutils.
+    uid, gid, groups = ident_line.split()
+    assert (uid, gid) == ("uid=1000(Mpi.User2)", "gid=1601(proj.A)")
+    assert sorted(groups.removeprefix("groups=").split(",")) == [
+        "1601(proj.A)", "1602(Data7)", "999(docker)"
+    ]  # fmt: skip
+    assert who == "Mpi.User2"
+    assert passwd.startswith("-rw-r--r--")
 
 
 def test_second_request_reuses_the_personalized_image(
