@@ -9,27 +9,40 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 SILENCE = 10.0  # seconds without a change after which the writer is taken to be gone
 
 
-class Beat:
-    """Touches `path` every `every` seconds until the with-block ends."""
+class Background:
+    """A daemon thread running `loop` for the length of a with-block; `done` asks it to end."""
 
-    def __init__(self, path: Path, every: float) -> None:
-        self.path, self.every = path, every
+    join_timeout = 5.0
+
+    def __init__(self) -> None:
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread = threading.Thread(target=self.loop, daemon=True)
 
-    def __enter__(self) -> Beat:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.done.set()
-        self.thread.join(timeout=5)
+        self.thread.join(timeout=self.join_timeout)
 
-    def _beat(self) -> None:
+    def loop(self) -> None:
+        raise NotImplementedError
+
+
+class Beat(Background):
+    """Touches `path` every `every` seconds until the with-block ends."""
+
+    def __init__(self, path: Path, every: float) -> None:
+        super().__init__()
+        self.path, self.every = path, every
+
+    def loop(self) -> None:
         while not self.done.is_set():
             try:
                 self.path.write_text(f"{time.time()}\n")

@@ -10,14 +10,13 @@ the leader's readiness wait knows it is alive and busy rather than gone.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from typing import Any
 
 import docker
 
 from launcher import images, movement
-from launcher.beats import Beat, Watch
+from launcher.beats import Background, Beat, Watch
 from launcher.errors import ImageError, NodeFailed
 from launcher.keys import JobDir
 from launcher.movement import Moved, Wanted
@@ -103,30 +102,23 @@ def _check_wait(plan: LaunchPlan, inbox: Inbox, deadline: float, leader: Watch, 
     time.sleep(POLL)
 
 
-class ArchiveServer:
+class ArchiveServer(Background):
     """The leader's side of need.<node>: saves the job's image into the store, once."""
+
+    join_timeout = 1.0  # a save still running at the job's end is abandoned, never read
 
     def __init__(
         self, plan: LaunchPlan, client: docker.DockerClient, saved: dict[str, Any]
     ) -> None:
+        super().__init__()
         self.plan, self.client, self.saved = plan, client, saved
         self.wanted: Wanted | None = None
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> ArchiveServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        self.thread.join(timeout=1)
 
     def offer(self, wanted: Wanted) -> None:
         """From now on a worker's need.<node> is answered with this image."""
         self.wanted = wanted
 
-    def _serve(self) -> None:
+    def loop(self) -> None:
         job: JobDir = self.plan.job
         while not self.done.is_set():
             if self.wanted is not None and any(job.path.glob("need.*")):
