@@ -86,7 +86,8 @@ def _request_archive(plan: LaunchPlan, wanted: Wanted, inbox: Inbox) -> Archive:
     deadline, leader = time.monotonic() + movement.MOVE_TIMEOUT, Watch(plan.job.heartbeat)
     while not (archive := store.find(wanted.image_id)):
         if failed := read_json(plan.job.archive_failed):
-            raise ImageError(f"the leader could not save the image: {failed.get('error')}")
+            error = failed.get("error")
+            raise ImageError(f"the leader could not save the image: {error}", node=plan.node)
         what = f"no archive of {wanted.image} appeared in {store.root}"
         _check_wait(plan, inbox, deadline, leader, what)
     return archive
