@@ -32,19 +32,11 @@ import docker
 
 from launcher import images
 from launcher.plan import Identity
-from launcher.testbed.jobs import HOME, USER, entry_wrap, sbatch
+from launcher.testbed.jobs import HOME, USER, docker_on, entry_wrap, sbatch
 from launcher.testbed.layout import Node
 
 NODES = (Node(1), Node(2), Node(3))
 Figures = dict[str, dict[str, Any]]  # node -> {"seconds": s, "bytes": n, "path": how}
-
-
-def docker_on(node: Node, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        ["docker", "-H", node.docker_url, *args],
-        input=stdin, capture_output=True, text=True, timeout=1800, check=True,
-    )  # fmt: skip
-    return done.stdout.strip()
 
 
 def fresh_image(megabytes: int) -> tuple[str, str]:

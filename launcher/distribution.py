@@ -51,7 +51,7 @@ def worker_image(
     wanted = _wait_wanted(plan, inbox)
     started = time.monotonic()
     tag = images.personal_tag(wanted.image_id, plan.identity)
-    if images.touch(client, tag):
+    if images.touch(client, tag, plan.node):
         return tag, _summary(Moved("present"), "cached", time.monotonic() - started, say)
     with Beat(plan.job.moving_file(plan.node), BEAT):
         moved = movement.obtain(
@@ -76,7 +76,7 @@ def _wait_wanted(plan: LaunchPlan, inbox: Inbox) -> Wanted:
     deadline, leader = time.monotonic() + plan.ready_timeout, Watch(plan.job.heartbeat)
     while not (data := read_json(plan.job.image_file)):
         _check_wait(plan, inbox, deadline, leader, "the leader never said which image to run")
-    return Wanted(**{k: str(data.get(k, "")) for k in ("image", "image_id", "store", "registry")})
+    return Wanted.from_dict(data)
 
 
 def _request_archive(plan: LaunchPlan, wanted: Wanted, inbox: Inbox) -> Archive:

@@ -135,24 +135,23 @@ def _lead(
     tag = ""
     leader.create_job(plan)
     try:
-        with (
-            leader.heartbeat(plan),
-            distribution.ArchiveServer(plan, client, run.archive) as server,
-        ):
-            with run.timings.phase("image"):
-                tag, wanted, run.image = distribution.lead_image(plan, client, server)
-                run.image_id = wanted.image_id
-                flavor = flavor or detect_flavor(_mpi_version(client, plan, tag, wanted))
-            plan = build_plan(
-                env,
-                opts,
-                plan.identity,
-                cwd=os.getcwd(),
-                image=opts.image,
-                flavor=flavor,
-                network=plan.network,
-            )
-            leader.wait_workers(plan, run, inbox)
+        with leader.heartbeat(plan):
+            # Archive requests can only come before the workers are ready: serve until then.
+            with distribution.ArchiveServer(plan, client, run.archive) as server:
+                with run.timings.phase("image"):
+                    tag, wanted, run.image = distribution.lead_image(plan, client, server)
+                    run.image_id = wanted.image_id
+                    flavor = flavor or detect_flavor(_mpi_version(client, plan, tag, wanted))
+                plan = build_plan(
+                    env,
+                    opts,
+                    plan.identity,
+                    cwd=os.getcwd(),
+                    image=opts.image,
+                    flavor=flavor,
+                    network=plan.network,
+                )
+                leader.wait_workers(plan, run, inbox)
             run.exit_code = leader.run_mpirun(plan, client, run, inbox, tag)
     except LauncherError as e:
         error = e

@@ -101,7 +101,7 @@ def ensure_personal(
     """The personalized tag for base (a name or ID) and ident: (tag, 'cached' | 'built')."""
     image_id = base_id(client, base, node)
     tag = personal_tag(image_id, ident)
-    if touch(client, tag):
+    if touch(client, tag, node):
         return tag, "cached"
     try:
         client.images.build(
@@ -119,7 +119,7 @@ def ensure_personal(
     return tag, "built"
 
 
-def touch(client: docker.DockerClient, tag: str) -> bool:
+def touch(client: docker.DockerClient, tag: str, node: str) -> bool:
     """Marks a use of tag (re-tagging sets its LastTagTime); False when it is not here."""
     repo, _, version = tag.rpartition(":")
     try:
@@ -127,7 +127,9 @@ def touch(client: docker.DockerClient, tag: str) -> bool:
     except ImageNotFound:
         return False
     except DockerException as e:
-        raise ImageError(f"cannot inspect image {tag}: {e}") from e
+        raise ImageError(
+            f"cannot tag image {tag}: {e}", node=node, hint="is this node's dockerd answering?"
+        ) from e
     return True
 
 

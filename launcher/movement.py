@@ -14,7 +14,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import docker
@@ -29,6 +29,7 @@ BASE_REPO = "mpidock-base"
 MOVE_TIMEOUT = 3600.0
 PROGRESS_EVERY = 5.0
 Say = Callable[[str], None]
+DOCKER_HINT = "is this node's dockerd running and answering (docker info)?"
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,11 @@ class Wanted:
     registry: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in ("image", "image_id", "store", "registry")}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Wanted:
+        return cls(**{f.name: str(data.get(f.name, "")) for f in fields(cls)})
 
 
 @dataclass
@@ -69,20 +74,20 @@ def stderr_say(node: str) -> Say:
     return say
 
 
-def local_id(client: docker.DockerClient, ref: str) -> str | None:
+def local_id(client: docker.DockerClient, ref: str, node: str) -> str | None:
     try:
         return str(client.images.get(ref).id)
     except ImageNotFound:
         return None
     except DockerException as e:
-        raise ImageError(f"cannot inspect image {ref}: {e}") from e
+        raise ImageError(f"cannot inspect image {ref}: {e}", node=node, hint=DOCKER_HINT) from e
 
 
 def resolve(
     client: docker.DockerClient, image: str, store: ImageStore, registry: str, node: str, say: Say
 ) -> tuple[Wanted, Moved]:
     """The leader's view: the image's ID, fetched onto this node if it is not here."""
-    if image_id := local_id(client, image):
+    if image_id := local_id(client, image, node):
         return Wanted(image, image_id, str(store.root), registry), Moved("present")
     if archive := store.find_by_name(image):
         return Wanted(image, archive.image_id, str(store.root), registry), load(
@@ -106,7 +111,7 @@ def obtain(
     say: Say,
 ) -> Moved:
     """A worker's view: the wanted ID on this node, by the cheapest path that has it."""
-    if local_id(client, wanted.image_id):
+    if local_id(client, wanted.image_id, node):
         return Moved("present")
     store = ImageStore(wanted.store)
     if archive := store.find(wanted.image_id):
@@ -128,7 +133,7 @@ def load(client: docker.DockerClient, archive: Archive, node: str, say: Say) -> 
             client.images.load(meter.count(read_chunks(archive.path)))
     except (OSError, DockerException) as e:
         raise ImageError(f"cannot load {archive.path}: {e}", node=node) from e
-    if not local_id(client, archive.image_id):
+    if not local_id(client, archive.image_id, node):
         raise ImageError(
             f"{archive.path} did not hold image {archive.image_id}",
             node=node,

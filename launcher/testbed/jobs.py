@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import TestbedError
-from launcher.testbed.layout import SHARED
+from launcher.testbed.layout import SHARED, Node
 
 USER = "mpiuser"
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
@@ -135,3 +135,14 @@ def entry_wrap(entry: Sequence[str], command: str) -> str:
 def _ids(user: str) -> tuple[int, int]:
     st = home_of(user).stat()
     return st.st_uid, st.st_gid
+
+
+def docker_on(node: Node, *args: str, stdin: str | None = None) -> str:
+    """The docker CLI against one node's daemon; its output, or TestbedError with stderr."""
+    done = subprocess.run(
+        ["docker", "-H", node.docker_url, *args],
+        input=stdin, capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise TestbedError(f"docker {' '.join(args)} on {node.name}: {done.stderr.strip()}")
+    return done.stdout.strip()

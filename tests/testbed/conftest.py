@@ -15,6 +15,7 @@ from launcher.testbed.jobs import (
     USER,
     Job,
     as_user,
+    docker_on,
     entry_wrap,
     home_of,
     launch,
@@ -26,8 +27,8 @@ from launcher.testbed.layout import Node
 from tests.conftest import MPIDOCK, run
 
 __all__ = [
-    "HOME", "MPIDOCK", "USER", "as_user", "entry_wrap", "home_of", "launch", "run", "sbatch",
-    "submit", "wait",
+    "HOME", "MPIDOCK", "USER", "as_user", "docker_on", "entry_wrap", "home_of", "launch", "run",
+    "sbatch", "submit", "wait",
 ]  # fmt: skip
 
 NODES = (Node(1), Node(2), Node(3))

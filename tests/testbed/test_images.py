@@ -20,6 +20,7 @@ from tests.testbed.conftest import (
     NODES,
     as_user,
     assert_nothing_left,
+    docker_on,
     entry_wrap,
     home_of,
     launch,
@@ -31,19 +32,6 @@ from tests.testbed.conftest import (
 # A user whose UID the image gives to someone else, with an odd but valid name.
 TESTER = "Mpi.Tester3"
 TESTER_UID = 1502
-
-
-def docker_on(node: Node, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        ["docker", "-H", node.docker_url, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, f"docker {' '.join(args)} on {node.name}: {done.stderr}"
-    return done.stdout.strip()
 
 
 def place(tag: str, src: Node, dst: Node) -> None:
