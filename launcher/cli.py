@@ -6,24 +6,35 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from launcher import __version__, cache_command, entry
+from launcher import __version__, cache_command, entry, reap_command
 from launcher.errors import LauncherError
 from launcher.testbed import command as testbed_command
 
 log = logging.getLogger(__name__)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line with a hint, like every other mpidock error."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f"see {self.prog} --help"
+        self.exit(2, f"mpidock: error: {message} (hint: {hint})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mpidock", description="Run multi-node MPI programs inside Docker containers on Slurm."
     )
     parser.add_argument("--version", action="version", version=f"mpidock {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser]
+    sub = parser.add_subparsers(dest="command", required=True)  # type: ignore[assignment]
     entry.add_parser(sub)
     testbed_command.add_parser(sub)
     cache_command.add_parser(sub)
+    reap_command.add_parser(sub)
     return parser
 
 

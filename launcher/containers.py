@@ -49,6 +49,12 @@ def client_for_node(node: str, timeout: float = 60) -> docker.DockerClient:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except DockerException as e:
+        if "Permission denied" in str(e):
+            raise DockerUnavailable(
+                "permission denied on the Docker socket: this user is not in its group",
+                node=node,
+                hint="ask an administrator to add you to the docker group, then log in again",
+            ) from e
         raise DockerUnavailable(
             f"cannot reach the Docker engine: {e}", node=node,
             hint="is dockerd running, and are you in the docker group (id -nG)?",

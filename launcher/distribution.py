@@ -17,7 +17,7 @@ import docker
 
 from launcher import images, movement
 from launcher.beats import Background, Beat, Watch
-from launcher.errors import ImageError, NodeFailed
+from launcher.errors import ImageError, JobEnded, NodeFailed
 from launcher.keys import JobDir
 from launcher.movement import Moved, Wanted
 from launcher.plan import LaunchPlan
@@ -37,7 +37,7 @@ def lead_image(
     store = ImageStore(plan.image_store)
     started = time.monotonic()
     wanted, moved = movement.resolve(client, plan.image, store, plan.registry, plan.node, say)
-    write_json(plan.job.image_file, wanted.to_dict())
+    write_json(plan.job.image_file, wanted.to_dict(), make_parents=False)
     server.offer(wanted)
     tag, how = images.ensure_personal(client, wanted.image_id, plan.identity, plan.node, plan.image)
     return tag, wanted, _summary(moved, how, time.monotonic() - started, say)
@@ -82,7 +82,11 @@ def _wait_wanted(plan: LaunchPlan, inbox: Inbox) -> Wanted:
 def _request_archive(plan: LaunchPlan, wanted: Wanted, inbox: Inbox) -> Archive:
     """Ask the leader to save the image into the store, and wait until it is whole."""
     store = ImageStore(wanted.store)
-    write_json(plan.job.need_file(plan.node), {"node": plan.node, "image_id": wanted.image_id})
+    write_json(
+        plan.job.need_file(plan.node),
+        {"node": plan.node, "image_id": wanted.image_id},
+        make_parents=False,
+    )
     deadline, leader = time.monotonic() + movement.MOVE_TIMEOUT, Watch(plan.job.heartbeat)
     while not (archive := store.find(wanted.image_id)):
         if failed := read_json(plan.job.archive_failed):
@@ -94,8 +98,10 @@ def _request_archive(plan: LaunchPlan, wanted: Wanted, inbox: Inbox) -> Archive:
 
 
 def _check_wait(plan: LaunchPlan, inbox: Inbox, deadline: float, leader: Watch, what: str) -> None:
-    if inbox.stop.is_set() or plan.job.stop_file.exists():
-        raise NodeFailed("stopped while waiting for the image", node=plan.node)
+    if plan.job.stop_file.exists() or not plan.job.path.exists():
+        raise JobEnded("the leader ended the job", node=plan.node)
+    if inbox.stop.is_set():
+        raise NodeFailed("stopped by a signal while waiting for the image", node=plan.node)
     if leader.silent():
         raise NodeFailed("the leader is gone (its heartbeat stopped)", node=plan.node)
     if time.monotonic() > deadline:
@@ -136,4 +142,4 @@ class ArchiveServer(Background):
             self.saved.update(moved.to_dict())
         except ImageError as e:
             with contextlib.suppress(OSError):
-                write_json(job.archive_failed, {"error": str(e)})
+                write_json(job.archive_failed, {"error": str(e)}, make_parents=False)

@@ -8,8 +8,8 @@ import os
 import time
 from typing import Any
 
-from launcher import containers, distribution, images, leader, network, worker
-from launcher.errors import LauncherError, UsageError
+from launcher import containers, distribution, images, keys, leader, network, reap, worker
+from launcher.errors import LauncherError, UsageError, WorkerFailed
 from launcher.identity import current_identity
 from launcher.movement import Wanted
 from launcher.mpi import MpiFlavor, detect_flavor, display
@@ -114,28 +114,26 @@ def run(args: argparse.Namespace) -> int:
         return _print_plan(plan, as_json=args.json, assumed=flavor is None)
     if plan.role == "idle":
         return 0
+    keys.check_root(plan.job.path.parent, ident.user, plan.node)
     inbox = Inbox().install()
-    client = containers.client_for_node(env.node_name)
     if plan.role == "worker":
-        return worker.run_worker(plan, client, inbox)
-    return _lead(env, opts, plan, client, inbox, flavor)
+        return worker.run_worker(plan, inbox)
+    return _lead(env, opts, plan, inbox, flavor)
 
 
 def _lead(
-    env: SlurmEnv,
-    opts: Options,
-    plan: LaunchPlan,
-    client: Any,
-    inbox: Inbox,
-    flavor: MpiFlavor | None,
+    env: SlurmEnv, opts: Options, plan: LaunchPlan, inbox: Inbox, flavor: MpiFlavor | None
 ) -> int:
     started = time.time()
     run = leader.LeaderRun()
     error: LauncherError | None = None
-    tag = ""
+    client, tag = None, ""
+    # The job directory first: from then on every failure reaches the workers at once.
     leader.create_job(plan)
     try:
         with leader.heartbeat(plan):
+            client = containers.client_for_node(plan.node)
+            reap.at_start(client, plan)
             # Archive requests can only come before the workers are ready: serve until then.
             with distribution.ArchiveServer(plan, client, run.archive) as server:
                 with run.timings.phase("image"):
@@ -154,11 +152,12 @@ def _lead(
                 leader.wait_workers(plan, run, inbox)
             run.exit_code = leader.run_mpirun(plan, client, run, inbox, tag)
     except LauncherError as e:
+        e.node = e.node or plan.node
         error = e
         raise
     finally:
-        leader.end_job(plan, run)
-        if tag and not plan.keep_image:
+        leader.end_job(plan, run, stopping=inbox.stop.is_set())
+        if client is not None and tag and not plan.keep_image:
             images.remove_personal(client, tag)
         _write_record(plan, run, started, error)
     return run.exit_code
@@ -185,9 +184,17 @@ def _write_record(
         "workers": run.nodes, "mpirun_argv": list(plan.mpirun),
         "exit_code": run.exit_code if error is None else 1,
         "mpirun_exit_code": run.exit_code,
-        "error": None if error is None else {"message": str(error), "node": error.node},
+        "error": None if error is None else _error(error),
     }  # fmt: skip
     write_json(runs_dir(plan.identity.home) / f"{plan.job_id}.json", record)
+
+
+def _error(error: LauncherError) -> dict[str, Any]:
+    entry: dict[str, Any] = {"message": str(error), "node": error.node}
+    entry["kind"] = type(error).__name__
+    if isinstance(error, WorkerFailed):
+        entry["reported_at"] = error.at
+    return entry
 
 
 def _print_plan(plan: LaunchPlan, *, as_json: bool, assumed: bool) -> int:

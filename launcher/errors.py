@@ -70,6 +70,18 @@ class NodeFailed(LauncherError):
     """A node reported a failure (container start, image, sshd) or died mid-run."""
 
 
+class WorkerFailed(NodeFailed):
+    """A worker's own report of its failure; `at` is when it wrote it (epoch seconds)."""
+
+    def __init__(self, message: str, *, node: str, hint: str = "", at: float | None = None):
+        super().__init__(message, node=node, hint=hint)
+        self.at = at
+
+
+class JobEnded(LauncherError):
+    """The leader ended the job while this node was still joining it; the leader says why."""
+
+
 class ImageError(LauncherError):
     """An image is missing, unusable or cannot be personalized."""
 

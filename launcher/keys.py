@@ -247,6 +247,14 @@ class JobDir:
         """Touched every few seconds while a node moves image bytes."""
         return self.path / f"moving.{_check_host(node)}"
 
+    def arrived_file(self, node: str) -> Path:
+        """Created by a worker as soon as it sees the job directory."""
+        return self.path / f"arrived.{_check_host(node)}"
+
+    def done_file(self, node: str) -> Path:
+        """Created by a worker once its part of the job is torn down."""
+        return self.path / f"done.{_check_host(node)}"
+
     def ready_file(self, node: str) -> Path:
         """Created by a worker when its sshd is up."""
         return self.path / f"ready.{_check_host(node)}"
@@ -286,6 +294,26 @@ def create_job_dir(path: Path, *, hosts: Sequence[str], port: int, user: str) ->
         remove_job_dir(job.path)
         raise
     return job
+
+
+def check_root(root: Path, user: str, node: str) -> None:
+    """The job root, or the nearest of its parents that exists, must be writable.
+
+    Every node checks this as it starts, so an unwritable shared directory fails the
+    whole job at once rather than leaving workers waiting for a directory never made.
+
+    Raises:
+        JobDirError: it is not a directory, or the user cannot create entries in it.
+    """
+    probe = root.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise JobDirError(
+            f"{probe} is not a directory {user} can write; job directories go in {root}",
+            node=node,
+            hint="choose a shared directory you can write with --job-root",
+        )
 
 
 def remove_job_dir(path: Path) -> None:

@@ -17,7 +17,7 @@ from docker.models.containers import Container
 
 from launcher import containers, keys, readiness
 from launcher.beats import Beat
-from launcher.errors import LauncherError, NodeFailed
+from launcher.errors import NodeFailed
 from launcher.plan import LaunchPlan
 from launcher.record import Timings, read_json
 from launcher.signals import Inbox
@@ -25,6 +25,8 @@ from launcher.signals import Inbox
 log = logging.getLogger(__name__)
 POLL = 0.2
 DONE_WAIT = 15.0
+STOP_DONE_WAIT = 5.0  # under a stop signal Slurm's KillWait runs: reports matter less
+BLAME_WAIT = 1.0
 
 
 @dataclasses.dataclass
@@ -37,6 +39,7 @@ class LeaderRun:
     image: dict[str, Any] = dataclasses.field(default_factory=dict)
     archive: dict[str, Any] = dataclasses.field(default_factory=dict)
     image_id: str = ""
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
 
 def heartbeat(plan: LaunchPlan) -> Beat:
@@ -68,9 +71,21 @@ def run_mpirun(
         container = containers.start(client, spec, plan.node)
     try:
         with run.timings.phase("mpirun"):
-            return _supervise(plan, container, inbox)
+            code = _supervise(plan, container, inbox)
     finally:
         containers.remove(container)
+    if code != 0:
+        _blame_workers(plan)
+    return code
+
+
+def _blame_workers(plan: LaunchPlan) -> None:
+    """mpirun may fail on a lost connection before a dead worker's report arrives: give
+    the reports a moment, so the failure names the node that caused it."""
+    deadline = time.monotonic() + BLAME_WAIT
+    while time.monotonic() < deadline:
+        readiness.raise_failures(plan.job, plan.workers)
+        time.sleep(POLL)
 
 
 def _supervise(plan: LaunchPlan, container: Container, inbox: Inbox) -> int:
@@ -83,14 +98,28 @@ def _supervise(plan: LaunchPlan, container: Container, inbox: Inbox) -> int:
             streamer.join(timeout=5)
             return code
         for sig in inbox.take_pending():
+            _say(plan, f"{signal.Signals(sig).name} passed to mpirun")
             _kill(container, sig)
         if stop_deadline is None and inbox.stop.is_set():
-            _kill(container, signal.SIGTERM)
+            sig = passed_on(inbox.stop_signal)
+            _say(plan, f"{sig.name} passed to mpirun; SIGKILL in {plan.grace:g} s")
+            _kill(container, sig)
             stop_deadline = time.monotonic() + plan.grace
         if stop_deadline is not None and time.monotonic() > stop_deadline:
+            _say(plan, "grace period over: SIGKILL")
             _kill(container, signal.SIGKILL)
+            stop_deadline = float("inf")
         _check_workers(plan, container)
         time.sleep(POLL)
+
+
+def passed_on(received: int | None) -> signal.Signals:
+    """The signal mpirun gets for a stop signal: SIGINT stays SIGINT, others are SIGTERM."""
+    return signal.SIGINT if received == signal.SIGINT else signal.SIGTERM
+
+
+def _say(plan: LaunchPlan, line: str) -> None:
+    print(f"mpidock: {plan.node}: {line}", file=sys.stderr, flush=True)
 
 
 def _check_workers(plan: LaunchPlan, container: Container) -> None:
@@ -125,27 +154,35 @@ def _stream(container: Container) -> None:
         log.debug("output stream ended: %s", e)
 
 
-def end_job(plan: LaunchPlan, run: LeaderRun) -> None:
-    """Tell every worker to stop, wait (bounded) for their teardown reports, drop the keys."""
+def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
+    """Tell every worker to stop, wait (bounded) for their teardown reports, drop the keys.
+
+    The directory stays until every worker has arrived (or could no longer arrive in
+    time), so none is left waiting for a job that has already ended. A stop signal ends
+    that wait at once: Slurm's SIGKILL follows within its KillWait.
+    """
     job = plan.job
     if not job.path.exists():
         return
     with run.timings.phase("teardown"):
-        job.stop_file.write_text("stop\n")
-        deadline = time.monotonic() + DONE_WAIT
+        with contextlib.suppress(FileNotFoundError):  # a worker removed it: we were silent
+            job.stop_file.write_text("stop\n")
+        arrive_by = time.monotonic() if stopping else run.started + plan.ready_timeout
+        done_by = time.monotonic() + (STOP_DONE_WAIT if stopping else DONE_WAIT)
         pending = set(plan.workers)
-        while pending and time.monotonic() < deadline:
+        while pending:
+            now = time.monotonic()
             for node in list(pending):
-                if report := read_json(job.path / f"done.{node}"):
+                if report := read_json(job.done_file(node)):
                     entry = run.nodes.setdefault(node, {})
                     entry.setdefault("timings", {}).update(report.get("timings", {}))
                     entry["teardown"] = "clean"
-                    pending.discard(node)
+                elif not job.arrived_file(node).exists() and now > arrive_by:
+                    run.nodes.setdefault(node, {})["teardown"] = "never arrived"
+                elif now > max(done_by, arrive_by):
+                    run.nodes.setdefault(node, {})["teardown"] = "no report in time"
+                else:
+                    continue
+                pending.discard(node)
             time.sleep(0.05)
-        for node in pending:
-            run.nodes.setdefault(node, {})["teardown"] = f"no report within {DONE_WAIT:.0f} s"
         keys.remove_job_dir(job.path)
-
-
-def failure_node(error: LauncherError) -> str | None:
-    return error.node

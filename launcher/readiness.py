@@ -10,7 +10,7 @@ from typing import Any
 import paramiko
 
 from launcher.beats import Watch
-from launcher.errors import LauncherError, NodeFailed, NodeTimeout
+from launcher.errors import LauncherError, NodeFailed, NodeTimeout, WorkerFailed
 from launcher.keys import JobDir
 from launcher.record import read_json
 from launcher.signals import Inbox
@@ -57,11 +57,13 @@ def wait_ready(
 
 
 def raise_failures(job: JobDir, nodes: tuple[str, ...]) -> None:
+    """Raises WorkerFailed for the first worker that reported a failure."""
     for node in nodes:
         report = read_json(job.failed_file(node))
         if report:
             reason = report.get("error", "no reason given")
-            raise NodeFailed(f"worker failed: {reason}", node=node, hint=report.get("hint", ""))
+            hint, at = report.get("hint", ""), report.get("at")
+            raise WorkerFailed(f"worker failed: {reason}", node=node, hint=hint, at=at)
 
 
 def _handshakes(job: JobDir, nodes: tuple[str, ...], port: int, user: str, deadline: float) -> None:
@@ -97,6 +99,7 @@ def handshake(job: JobDir, node: str, port: int, user: str, deadline: float) -> 
                 hint="another sshd holds the port, or the job keys differ",
             ) from e
         except (OSError, paramiko.SSHException) as e:
+            raise_failures(job, (node,))
             if time.monotonic() > deadline:
                 waited = time.monotonic() - started
                 raise NodeTimeout(node, port, waited, f"sshd does not answer: {e}") from e

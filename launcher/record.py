@@ -30,9 +30,14 @@ def runs_dir(home: str) -> Path:
     return Path(os.environ.get("MPIDOCK_RUNS_DIR") or Path(home) / ".mpidock" / "runs")
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: readers on other nodes never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_json(path: Path, data: dict[str, Any], *, make_parents: bool = True) -> None:
+    """Write atomically: readers on other nodes never see half a file.
+
+    Without make_parents a missing directory raises FileNotFoundError: reports into a
+    job directory must never bring back one the leader has removed.
+    """
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     partial.replace(path)

@@ -11,8 +11,8 @@ from pathlib import Path
 from launcher.errors import LauncherError
 from launcher.proc import run, succeeds
 from launcher.testbed import daemons
-from launcher.testbed.layout import RUN, SLURM_CONF, STATE, Layout, Node
-from launcher.testbed.texts import slurm_conf
+from launcher.testbed.layout import EPILOG, RUN, SLURM_CONF, STATE, Layout, Node
+from launcher.testbed.texts import epilog_script, slurm_conf
 
 MUNGE_PID = Path("/run/munge/munged.pid")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
@@ -36,6 +36,9 @@ def ensure_munge() -> bool:
 def write_conf(layout: Layout) -> bool:
     """Write slurm.conf; True when it changed (slurmctld must then restart)."""
     text = slurm_conf(layout)
+    EPILOG.parent.mkdir(parents=True, exist_ok=True)
+    EPILOG.write_text(epilog_script())
+    EPILOG.chmod(0o755)
     if SLURM_CONF.exists() and SLURM_CONF.read_text() == text:
         return False
     SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)

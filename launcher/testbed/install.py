@@ -8,9 +8,10 @@ import stat
 from pathlib import Path
 
 from launcher.proc import run
+from launcher.testbed.layout import MPIDOCK_BIN
 
 VENV = Path("/opt/mpidock/venv")
-LINK = Path("/usr/local/bin/mpidock")
+LINK = MPIDOCK_BIN
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 

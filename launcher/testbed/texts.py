@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from launcher.testbed.layout import LOGS, RUN, STATE, Layout
+from launcher.testbed.layout import EPILOG, LOGS, MPIDOCK_BIN, RUN, STATE, Layout
 
 
 def slurm_conf(layout: Layout) -> str:
@@ -36,6 +36,7 @@ def slurm_conf(layout: Layout) -> str:
         "SlurmdTimeout=300",
         "UnkillableStepTimeout=120",
         "MessageTimeout=30",
+        f"Epilog={EPILOG}",
     ]
     nodes = [
         f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} State=UNKNOWN" for n in layout.nodes
@@ -43,6 +44,17 @@ def slurm_conf(layout: Layout) -> str:
     names = ",".join(n.name for n in layout.nodes)
     part = f"PartitionName=main Nodes={names} Default=YES MaxTime=INFINITE State=UP"
     return "\n".join([*head, *nodes, part]) + "\n"
+
+
+def epilog_script() -> str:
+    """The Epilog every slurmd runs as root when a job ends on its node: `mpidock reap`
+    for that job, logged per node so tests can tell what the launcher itself left."""
+    return (
+        "#!/bin/sh\n"
+        "# Written by `mpidock testbed up`: what a job left on this node goes as it ends.\n"
+        f'exec {MPIDOCK_BIN} reap --job "$SLURM_JOB_ID" '
+        f'>>"{LOGS}/epilog-$SLURMD_NODENAME.log" 2>&1\n'
+    )
 
 
 def hosts_file(layout: Layout) -> str:

@@ -7,6 +7,8 @@ daemons and the shared home say.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Collection
 
 import pytest
 
@@ -23,7 +25,7 @@ from launcher.testbed.jobs import (
     submit,
     wait,
 )
-from launcher.testbed.layout import Node
+from launcher.testbed.layout import LOGS, Node
 from tests.conftest import MPIDOCK, run
 
 __all__ = [
@@ -53,11 +55,28 @@ def node_containers(node: Node, label: str = "org.mpidock.job") -> list[str]:
     return done.stdout.split()
 
 
-def assert_nothing_left(job: Job) -> None:
-    """No container of the job on any node and no job directory (keys) in the shared home."""
+def assert_nothing_left(job: Job, epilog_removed: Collection[str] = ()) -> None:
+    """No container of the job on any node and no job directory (keys) in the shared home.
+
+    The testbed's Epilog (`mpidock reap --job`) would hide a launcher that leaves things
+    behind, so what it removed is checked too: nothing, but on the nodes named.
+    """
     for node in NODES:
         assert node_containers(node, f"org.mpidock.job={job.job_id}") == [], node.name
-    assert not (HOME / ".mpidock" / "jobs" / job.job_id).exists()
+        removed = [line for line in epilog_lines(job.job_id, node) if ": removed " in line]
+        if node.name in epilog_removed:
+            assert removed, f"{node.name}: the Epilog removed nothing of job {job.job_id}"
+        else:
+            assert removed == [], f"the launcher left these to the Epilog: {removed}"
+    assert not (job.home / ".mpidock" / "jobs" / job.job_id).exists()
+
+
+def epilog_lines(job_id: str, node: Node) -> list[str]:
+    """What the node's Epilog said of the job: 'nothing to remove' or each removal."""
+    log = LOGS / f"epilog-{node.name}.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    about = re.compile(rf"^{node.name}: .*\bjob {job_id}\b")
+    return [line for line in lines if about.match(line)]
 
 
 def trap_addresses(node: Node) -> set[tuple[str, int]]:

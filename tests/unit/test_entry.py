@@ -202,7 +202,11 @@ def test_malformed_arguments(
     with pytest.raises(SystemExit) as info:
         slurm_entry("--dry-run", *args, "--", "./solver")
     assert info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("mpidock: error: ")
+    assert err.endswith("(hint: see mpidock slurm-entry --help)\n")
+    assert err.count("\n") == 1
 
 
 def test_bad_mpi_lists_the_valid_ones(step: Step, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,65 @@
+"""`mpidock reap`: remove what jobs that ended left on this node, by hand or from an Epilog."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+
+import docker
+
+from launcher import containers, reap
+from launcher.errors import LauncherError
+from launcher.identity import current_identity
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "reap",
+        help="remove containers and job directories that ended jobs left on this node",
+        description="Removes mpidock containers (by label) on this node and job directories "
+        "(by name) whose Slurm job has ended. A running job's are never touched. With --job, "
+        "as a Slurm Epilog runs it, that job's are removed without asking Slurm.",
+    )
+    p.add_argument("--job", metavar="ID", help="only this job, taken as ended (for an Epilog)")
+    p.add_argument("--job-root", metavar="DIR", help="job directories (default ~/.mpidock/jobs)")
+    p.add_argument("--dry-run", action="store_true", help="print what would go; remove nothing")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    root = Path(args.job_root or Path(current_identity().home) / ".mpidock" / "jobs")
+    client = containers.client_for_node(node)
+    try:
+        found = reap.node_leftovers(client) + reap.job_dir_leftovers(root)
+        if args.job:
+            doomed = [f for f in found if f.job_id == args.job]
+        else:
+            doomed = reap.reapable(found, reap.ask_slurm())
+        return _act(client, doomed, node, args.job, dry_run=args.dry_run)
+    finally:
+        client.close()
+
+
+def _act(
+    client: docker.DockerClient,
+    doomed: list[reap.Leftover],
+    node: str,
+    job: str | None,
+    *,
+    dry_run: bool,
+) -> int:
+    scope = f"job {job}: " if job else ""
+    if not doomed:
+        print(f"{node}: {scope}nothing to remove")
+        return 0
+    if dry_run:
+        for leftover in doomed:
+            print(f"{node}: would remove {leftover.describe()}")
+        return 0
+    failures = reap.remove_all(client, doomed, lambda line: print(f"{node}: {line}"))
+    if failures:
+        raise LauncherError("; ".join(failures), node=node, hint="is the Docker engine healthy?")
+    return 0
