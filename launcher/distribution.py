@@ -82,11 +82,11 @@ def _wait_wanted(plan: LaunchPlan, inbox: Inbox) -> Wanted:
 def _request_archive(plan: LaunchPlan, wanted: Wanted, inbox: Inbox) -> Archive:
     """Ask the leader to save the image into the store, and wait until it is whole."""
     store = ImageStore(wanted.store)
-    write_json(
-        plan.job.need_file(plan.node),
-        {"node": plan.node, "image_id": wanted.image_id},
-        make_parents=False,
-    )
+    try:
+        need = {"node": plan.node, "image_id": wanted.image_id}
+        write_json(plan.job.need_file(plan.node), need, make_parents=False)
+    except FileNotFoundError as e:
+        raise JobEnded("the leader ended the job", node=plan.node) from e
     deadline, leader = time.monotonic() + movement.MOVE_TIMEOUT, Watch(plan.job.heartbeat)
     while not (archive := store.find(wanted.image_id)):
         if failed := read_json(plan.job.archive_failed):

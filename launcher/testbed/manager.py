@@ -118,6 +118,9 @@ def down(*, purge: bool = False, say: Progress) -> None:
     say("testbed down" + (" (purged)" if purge else ""))
 
 
+USABLE = ("idle", "mixed", "allocated", "completing")  # Slurm node states of a healthy node
+
+
 @dataclass(frozen=True)
 class NodeStatus:
     node: Node
@@ -128,7 +131,7 @@ class NodeStatus:
 
     @property
     def ok(self) -> bool:
-        return self.netns and self.dockerd and self.slurmd in ("idle", "mixed", "allocated")
+        return self.netns and self.dockerd and self.slurmd in USABLE
 
 
 def status() -> list[NodeStatus]:
