@@ -1,1 +1,1 @@
-"""mpidock's benchmarks, run on the testbed: `python -m bench images [--quick]`."""
+"""mpidock's benchmarks, run on the testbed: `python -m bench [SUITE...] [--quick]`."""

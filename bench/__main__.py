@@ -1,24 +1,90 @@
-"""`python -m bench SUITE`: run one benchmark suite on the testbed and write its results."""
+"""`python -m bench [SUITE...] [--quick]`: what containers cost, measured on the testbed
+against native in the same run; writes results/bench.json, PNG plots and bench.md.
+
+Suites: launch (with teardown and the launcher's own cost), images, comm, hpl. The full
+run brings the testbed up with 4 nodes for the launch curve and back to its count after.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bench import images
+from bench import comm, hpl, images, launch, report
 
-SUITES = {"images": images.main}
+RESULTS = Path(__file__).parent / "results"
+SUITES = ("launch", "images", "comm", "hpl")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("suite", choices=sorted(SUITES))
-    parser.add_argument("--quick", action="store_true", help="one repetition, small images")
+    parser.add_argument("suites", nargs="*", metavar="SUITE",
+                        help=f"any of {', '.join(SUITES)} (default: all)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, small sizes")
     parser.add_argument("--repeat", type=int, help="repetitions (median reported)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--nodes", type=int, help="launch curve up to this many nodes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    return SUITES[args.suite](args)
+    if unknown := sorted(set(args.suites) - set(SUITES)):
+        parser.error(f"unknown suite {', '.join(unknown)}: choose from {', '.join(SUITES)}")
+    suites = args.suites or list(SUITES)
+    repeat = args.repeat or (1 if args.quick else 3)
+    started, clock = datetime.now(UTC), time.monotonic()
+    results: dict[str, Any] = {"quick": args.quick, "repeat": repeat,
+                               "started": started.isoformat(timespec="seconds")}  # fmt: skip
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "launch": lambda: _launch(args, repeat),
+        "images": lambda: images.run(quick=args.quick, repeat=repeat),
+        "comm": lambda: comm.run(quick=args.quick, repeat=repeat),
+        "hpl": lambda: hpl.run(n=2000 if args.quick else 6000, repeat=repeat),
+    }
+    for suite in suites:
+        begin = time.monotonic()
+        print(f"[bench] {suite} ...", flush=True)
+        section = runners[suite]()
+        if suite == "launch":
+            results["teardown"] = {"per_node_s": section.pop("teardown")}
+            results["self"] = {"per_node": section.pop("self")}
+        results[suite] = section
+        print(f"[bench] {suite}: {time.monotonic() - begin:.0f} s", flush=True)
+    results["duration_s"] = round(time.monotonic() - clock, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    written = report.write_report(results, args.out)
+    print(f"[bench] {results['duration_s']:.0f} s; wrote bench.json, "
+          + ", ".join(p.name for p in written))  # fmt: skip
+    return 0
+
+
+def _launch(args: argparse.Namespace, repeat: int) -> dict[str, Any]:
+    """The launch curve; the full run widens the testbed to 4 nodes for it, then back."""
+    have = _node_count()
+    want = args.nodes or (have if args.quick else max(have, 4))
+    if want != have:
+        _testbed_up(want)
+    try:
+        return launch.run(want, repeat)
+    finally:
+        if want != have:
+            _testbed_up(have)
+
+
+def _node_count() -> int:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    return len(set(out.split()))
+
+
+def _testbed_up(count: int) -> None:
+    subprocess.run([sys.executable, "-m", "launcher", "testbed", "up", "-N", str(count)],
+                   check=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ Figures are medians over repetitions; ratios compare approaches within one run.
 
 from __future__ import annotations
 
-import argparse
 import grp
-import json
 import os
 import pwd
 import secrets
@@ -145,22 +143,11 @@ def medians(rounds: list[dict[str, Figures]]) -> dict[str, Figures]:
     return out
 
 
-def table(figures: dict[str, Figures]) -> str:
-    lines = ["| scenario | node | path | MB moved | seconds |", "|---|---|---|---:|---:|"]
-    for scenario, nodes in figures.items():
-        for node, f in sorted(nodes.items()):
-            path = f["path"]
-            lines.append(
-                f"| {scenario} | {node} | {path} | {f['bytes'] / 1e6:.0f} | {f['seconds']:.2f} |"
-            )
-    return "\n".join(lines)
-
-
 def summary(figures: dict[str, Figures]) -> dict[str, Any]:
     """The goals of the image phase, judged from the medians."""
 
     def slowest(s: str) -> float:
-        return max(f["seconds"] for f in figures[s].values())
+        return float(max(f["seconds"] for f in figures[s].values()))
 
     warm = figures["warm"].values()
     return {
@@ -177,20 +164,10 @@ def summary(figures: dict[str, Figures]) -> dict[str, Any]:
     }
 
 
-def main(args: argparse.Namespace) -> int:
-    repeat = args.repeat or (1 if args.quick else 3)
-    megabytes = 20 if args.quick else 200
-    started = time.monotonic()
+def run(*, quick: bool, repeat: int) -> dict[str, Any]:
+    """Medians over `repeat` rounds, every round, and the goals judged."""
+    megabytes = 20 if quick else 200
     rounds = [one_round(megabytes) for _ in range(repeat)]
     figures = medians(rounds)
-    result = {
-        "suite": "images", "repeat": repeat, "payload_mb": megabytes,
-        "seconds": round(time.monotonic() - started, 1), "median": figures,
-        "summary": summary(figures), "rounds": rounds,
-    }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "images.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = f"{table(figures)}\n\n```\n{json.dumps(result['summary'], indent=2)}\n```\n"
-    (args.out / "images.md").write_text(text)
-    print(text)
-    return 0
+    return {"payload_mb": megabytes, "median": figures, "summary": summary(figures),
+            "rounds": rounds}  # fmt: skip

@@ -34,6 +34,7 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "environment": dict(spec.environment),
         "network_mode": spec.network_mode,
         "cap_drop": list(spec.cap_drop),
+        "cap_add": list(spec.cap_add),
         "security_opt": list(spec.security_opt),
         "init": spec.init,
         "shm_size": spec.shm_size,

@@ -14,7 +14,7 @@ from launcher.identity import current_identity
 from launcher.movement import Wanted
 from launcher.mpi import MpiFlavor, detect_flavor, display
 from launcher.plan import LaunchPlan, Options, build_plan
-from launcher.record import runs_dir, write_json
+from launcher.record import own_cost, runs_dir, write_json
 from launcher.signals import Inbox
 from launcher.slurm import SlurmEnv
 from launcher.store import ImageStore
@@ -180,7 +180,7 @@ def _write_record(
         "image": plan.image, "image_id": run.image_id, "mpi": plan.flavor,
         "nodes": [{"node": h.node, "slots": h.slots} for h in plan.nodes],
         "leader": {"node": plan.node, "image": run.image, "archive": run.archive,
-                   "timings": run.timings.phases},
+                   "timings": run.timings.phases, "self": own_cost()},
         "workers": run.nodes, "mpirun_argv": list(plan.mpirun),
         "exit_code": run.exit_code if error is None else 1,
         "mpirun_exit_code": run.exit_code,

@@ -73,7 +73,8 @@ def run_mpirun(
         with run.timings.phase("mpirun"):
             code = _supervise(plan, container, inbox)
     finally:
-        containers.remove(container)
+        with run.timings.phase("removal"):
+            containers.remove(container)
     if code != 0:
         _blame_workers(plan)
     return code
@@ -177,6 +178,7 @@ def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
                     entry = run.nodes.setdefault(node, {})
                     entry.setdefault("timings", {}).update(report.get("timings", {}))
                     entry["teardown"] = "clean"
+                    entry["self"] = report.get("self", {})
                 elif not job.arrived_file(node).exists() and now > arrive_by:
                     run.nodes.setdefault(node, {})["teardown"] = "never arrived"
                 elif now > max(done_by, arrive_by):

@@ -75,6 +75,11 @@ class ContainerSpec:
     environment: tuple[tuple[str, str], ...] = ()
     network_mode: str = "host"
     cap_drop: tuple[str, ...] = ("ALL",)
+    # Docker's seccomp profile admits process_vm_readv/writev (MPI's single-copy shared
+    # memory, CMA) only for containers holding SYS_PTRACE. It stays in the bounding set
+    # alone: a non-root process under no-new-privileges never has it effective, so it may
+    # read its own ranks' memory, exactly as it may outside a container, and nothing more.
+    cap_add: tuple[str, ...] = ("SYS_PTRACE",)
     security_opt: tuple[str, ...] = ("no-new-privileges",)
     init: bool = True
     shm_size: str = "1g"

@@ -15,7 +15,7 @@ from launcher.keys import JobDir
 from launcher.record import read_json
 from launcher.signals import Inbox
 
-POLL = 0.1
+POLL = 0.05
 HANDSHAKE_MIN = 10.0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,15 @@ class Timings:
             yield
         finally:
             self.phases[name] = round(time.monotonic() - start, 4)
+
+
+def own_cost() -> dict[str, float]:
+    """This process's peak resident memory (MB) and CPU seconds so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "max_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+    }
 
 
 def runs_dir(home: str) -> Path:

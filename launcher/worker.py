@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import logging
 import socket
 import sys
@@ -19,11 +20,12 @@ from launcher import containers, distribution, images, keys, reap
 from launcher.beats import Watch
 from launcher.errors import JobEnded, LauncherError, NodeFailed, NodeTimeout
 from launcher.plan import LaunchPlan
-from launcher.record import Timings, write_json
+from launcher.record import Timings, own_cost, write_json
 from launcher.signals import Inbox
 
 log = logging.getLogger(__name__)
-POLL = 0.2
+POLL = 0.05  # the job directory: a stat per look
+CHECK_EVERY = 4  # looks between asking Docker whether sshd still runs
 SSHD_LISTEN = 30.0  # seconds a started sshd has to listen on the job's port
 LEADER_SILENCE = 6.0  # the leader beats every second; NFS attribute caches lag ~3 s
 STOP_SLACK = 5.0  # after a stop signal, wait grace + this for the leader's end
@@ -141,11 +143,16 @@ def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
     """
     leader = Watch(plan.job.heartbeat, LEADER_SILENCE)
     stop_by: float | None = None
-    while not plan.job.stop_file.exists() and plan.job.path.exists():
+    for look in itertools.count():
+        if plan.job.stop_file.exists() or not plan.job.path.exists():
+            return
         if inbox.stop.is_set():
             stop_by = stop_by or time.monotonic() + plan.grace + STOP_SLACK
             if time.monotonic() > stop_by:
                 return
+        if look % CHECK_EVERY:
+            time.sleep(POLL)
+            continue
         status, code = containers.exit_info(container)
         if status != "running":
             reason = f"sshd container {status} (exit {code}): {containers.tail(container)}"
@@ -174,7 +181,7 @@ def _report_failure(plan: LaunchPlan, error: LauncherError) -> None:
 
 
 def _report_done(plan: LaunchPlan, timings: Timings) -> None:
-    _tell(plan, plan.job.done_file(plan.node), {"timings": timings.phases})
+    _tell(plan, plan.job.done_file(plan.node), {"timings": timings.phases, "self": own_cost()})
 
 
 def _tell(plan: LaunchPlan, path: Path, report: dict[str, Any]) -> None:

@@ -1,27 +1,31 @@
 /*
  * mpi-hello: the testbed's MPI test program.
  *
- *   mpi-hello [--write DIR] [--fail-rank R] [--exit-code C] [--sleep S] [--ring]
+ *   mpi-hello [--write DIR] [--fail-rank R] [--exit-code C] [--sleep S] [--ring] [--stamp]
  *
  * Every rank prints "rank R of N on HOST uid U gid G". With --ring a token passes
  * through every rank (proves point-to-point works between all nodes). With --write,
  * each rank writes DIR/rank-R.txt. Rank --fail-rank exits with --exit-code. --sleep
- * keeps every rank alive S seconds (for fault injection).
+ * keeps every rank alive S seconds (for fault injection). --stamp prints
+ * "rank R init T", T the wall-clock time (epoch seconds) MPI_Init returned at.
  */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
 {
-    int rank, size, fail_rank = -1, exit_code = 3, ring = 0;
+    int rank, size, fail_rank = -1, exit_code = 3, ring = 0, stamp = 0;
+    struct timespec inited;
     double sleep_s = 0.0;
     const char *dir = NULL;
     char host[256];
 
     MPI_Init(&argc, &argv);
+    clock_gettime(CLOCK_REALTIME, &inited);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     for (int i = 1; i < argc; i++) {
@@ -30,9 +34,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--exit-code") && i + 1 < argc) exit_code = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sleep") && i + 1 < argc) sleep_s = atof(argv[++i]);
         else if (!strcmp(argv[i], "--ring")) ring = 1;
+        else if (!strcmp(argv[i], "--stamp")) stamp = 1;
     }
     gethostname(host, sizeof host);
     printf("rank %d of %d on %s uid %d gid %d\n", rank, size, host, (int)getuid(), (int)getgid());
+    if (stamp)
+        printf("rank %d init %ld.%06ld\n", rank, (long)inited.tv_sec, inited.tv_nsec / 1000);
     fflush(stdout);
 
     if (ring && size > 1) {

@@ -151,3 +151,17 @@ def _wait_listening(netns: str, port: int) -> None:
             return
         subprocess.run(["sleep", "0.1"], check=True)
     pytest.fail(f"nothing listens on {port} in {netns}")
+
+
+def test_ranks_hold_no_capability_and_single_copy_shared_memory_works() -> None:
+    job = launch(
+        ["-N", "1", "--ntasks-per-node=2"],
+        ["--image", "mpidock/openmpi"],
+        "sh -c 'grep CapEff /proc/self/status; exec mpidock-osu bw --max-size 1048576'",
+    )
+    assert job.state == "COMPLETED", job.output
+    assert job.lines("CapEff:") == ["CapEff:\t0000000000000000"] * 2
+    # Open MPI's CMA single copy (process_vm_readv) fails with EPERM under Docker's
+    # seccomp profile unless the container may hold SYS_PTRACE; it then says so per read.
+    assert "Read -1" not in job.output
+    assert job.lines("1048576")

@@ -34,7 +34,8 @@ def plan(tmp_path: Path) -> LaunchPlan:
 
 def done(plan: LaunchPlan, node: str) -> None:
     write_json(plan.job.arrived_file(node), {"node": node})
-    write_json(plan.job.done_file(node), {"node": node, "timings": {"teardown": 0.5}})
+    report = {"node": node, "timings": {"teardown": 0.5}, "self": {"max_rss_mb": 50.0}}
+    write_json(plan.job.done_file(node), report)
 
 
 def test_reports_of_every_worker_are_taken_and_the_keys_go(plan: LaunchPlan) -> None:
@@ -43,8 +44,8 @@ def test_reports_of_every_worker_are_taken_and_the_keys_go(plan: LaunchPlan) -> 
     run = leader.LeaderRun()
     leader.end_job(plan, run, stopping=False)
     assert run.nodes == {
-        "sim2": {"teardown": "clean", "timings": {"teardown": 0.5}},
-        "sim3": {"teardown": "clean", "timings": {"teardown": 0.5}},
+        node: {"teardown": "clean", "timings": {"teardown": 0.5}, "self": {"max_rss_mb": 50.0}}
+        for node in ("sim2", "sim3")
     }
     assert not plan.job.path.exists()
 
