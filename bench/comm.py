@@ -34,7 +34,7 @@ MPI4PY = ["python3", "-m", "mpi4py.bench", "pingpong"]
 def job_output(mode: str, argv: list[str], nodes: int, per_node: int) -> str:
     """One job running argv on `nodes` nodes, `per_node` ranks each; its output."""
     if mode == "container":
-        wrap = entry_wrap(["--image", IMAGE], shlex.join(argv))
+        wrap = entry_wrap(["--image", IMAGE, "--quiet"], shlex.join(argv))
     else:
         wrap = shlex.join(native.mpirun(per_node, argv))
     hosts = ",".join(f"sim{i}" for i in range(1, nodes + 1))

@@ -8,7 +8,16 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from launcher import __version__, cache_command, entry, reap_command
+from launcher import (
+    __version__,
+    cache_command,
+    check,
+    config_command,
+    entry,
+    reap_command,
+    runs,
+    submit,
+)
 from launcher.errors import LauncherError
 from launcher.testbed import command as testbed_command
 
@@ -35,11 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     testbed_command.add_parser(sub)
     cache_command.add_parser(sub)
     reap_command.add_parser(sub)
+    runs.add_parser(sub)
+    check.add_parser(sub)
+    config_command.add_parser(sub)
+    submit.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -52,6 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mpidock: interrupted", file=sys.stderr)
         return 130
+
+
+def parse(words: list[str]) -> argparse.Namespace:
+    """argparse, but `submit` takes its words untouched: they are sbatch's and ours, mixed,
+    and argparse would claim options it does not know as errors."""
+    first = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
+    if first is not None and words[first] == "submit":
+        args = build_parser().parse_args([*words[:first], "submit"])
+        args.words = words[first + 1 :]
+        return args
+    return build_parser().parse_args(words)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -63,14 +64,22 @@ def client_for_node(node: str, timeout: float = 60) -> docker.DockerClient:
     return client
 
 
-def start(client: docker.DockerClient, spec: ContainerSpec, node: str) -> Container:
-    """Create and start; a start that fails removes what it created."""
+def start(
+    client: docker.DockerClient,
+    spec: ContainerSpec,
+    node: str,
+    before: Callable[[Container], None] | None = None,
+) -> Container:
+    """Create and start; a start that fails removes what it created. `before` runs between
+    the two (to attach to the output before the program can write any)."""
     remove_named(client, spec.name)
     try:
         container = client.containers.create(**docker_kwargs(spec))
     except DockerException as e:
         raise NodeFailed(f"cannot create container {spec.name}: {_why(e)}", node=node) from e
     try:
+        if before is not None:
+            before(container)
         container.start()
     except DockerException as e:
         remove(container)

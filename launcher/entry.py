@@ -6,15 +6,28 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from launcher import containers, distribution, images, keys, leader, network, reap, worker
+from launcher import (
+    config,
+    containers,
+    distribution,
+    images,
+    jobscript,
+    keys,
+    leader,
+    network,
+    progress,
+    reap,
+    worker,
+)
 from launcher.errors import LauncherError, UsageError, WorkerFailed
 from launcher.identity import current_identity
 from launcher.movement import Wanted
-from launcher.mpi import MpiFlavor, detect_flavor, display
+from launcher.mpi import MpiFlavor, detect_flavor, display, hostfile_text
 from launcher.plan import LaunchPlan, Options, build_plan
-from launcher.record import own_cost, runs_dir, write_json
+from launcher.record import Timings, own_cost, runs_dir, write_json
 from launcher.signals import Inbox
 from launcher.slurm import SlurmEnv
 from launcher.store import ImageStore
@@ -26,14 +39,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(run=run)
 
 
-def add_launch_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image", required=True, help="the Docker image to run in")
+def add_launch_options(p: argparse.ArgumentParser, *, submit: bool = False) -> None:
+    """The launcher's options; `mpidock submit` takes them too, but leaves -x to sbatch
+    (--exclude there) and takes the image from a template when none is given."""
+    p.add_argument("--image", required=not submit, help="the Docker image to run in")
     p.add_argument("--np", type=int, help="total ranks (default: the allocation's CPUs)")
     p.add_argument("--ppn", type=int, help="ranks per node (overrides Slurm's counts)")
     p.add_argument("--port", type=int, help="the job's sshd port (default from the job id)")
-    p.add_argument("--port-range", type=_range, default=(20000, 29999), metavar="LOW-HIGH")
+    p.add_argument("--port-range", type=_range, metavar="LOW-HIGH", help="default 20000-29999")
     p.add_argument("--iface", help="network interface for MPI (default: the route to peers)")
-    p.add_argument("--mpi", choices=["auto", *[f.value for f in MpiFlavor]], default="auto")
+    p.add_argument("--mpi", choices=["auto", *[f.value for f in MpiFlavor]], help="default auto")
     p.add_argument(
         "--mpi-arg",
         action="append",
@@ -42,8 +57,7 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
         help="an extra mpirun argument (repeatable)",
     )
     p.add_argument(
-        "-x",
-        "--env",
+        *(["--env"] if submit else ["-x", "--env"]),
         action="append",
         default=[],
         dest="env_forward",
@@ -59,45 +73,51 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job-root", help="shared directory for per-job keys (default ~/.mpidock/jobs)")
     p.add_argument(
         "--image-store",
-        default=os.environ.get("MPIDOCK_IMAGE_STORE"),
         help="shared directory for image archives (default ~/.mpidock/images)",
     )
-    p.add_argument(
-        "--registry",
-        default=os.environ.get("MPIDOCK_REGISTRY", ""),
-        help="a site registry HOST[:PORT] nodes may pull the image from",
-    )
+    p.add_argument("--registry", help="a site registry HOST[:PORT] nodes may pull the image from")
     p.add_argument(
         "--image-cleanup",
         choices=["keep", "remove"],
-        default="keep",
         help="keep the personalized image for the next job (default) or remove it at the end",
     )
-    p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for workers")
-    p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument("--ready-timeout", type=float, help="seconds to wait for workers (120)")
+    p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL (10)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines, errors only")
+    if submit:
+        return
+    p.add_argument(
+        "--script",
+        metavar="FILE",
+        help="run this job script in the leader's container instead of a command; "
+        "its plain mpirun reaches every node",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and start nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
 
-def options(args: argparse.Namespace) -> Options:
+def options(args: argparse.Namespace, home: str) -> Options:
+    """The command line over the configuration (site file, user file, MPIDOCK_* variables)."""
     command = tuple(args.command[1:] if args.command[:1] == ["--"] else args.command)
+    if args.script and command:
+        raise UsageError("both --script and a command", hint="give one: the script runs mpirun")
+    if args.script:
+        command = _script_command(args.script)
     if not command:
         raise UsageError("no command to run", hint="put the program after --: -- ./app args")
+    cfg = config.load(os.environ, config.given_options(args), home)
     return Options(
         image=args.image, command=command, np=args.np, ppn=args.ppn, port=args.port,
-        port_range=args.port_range, iface=args.iface, mpi=args.mpi,
         mpi_args=tuple(args.mpi_args), env_forward=tuple(args.env_forward),
-        mounts=tuple(args.mounts), job_root=args.job_root, ready_timeout=args.ready_timeout,
-        grace=args.grace, image_store=args.image_store, registry=args.registry,
-        keep_image=args.image_cleanup == "keep",
+        script=command[-1] if args.script else "", **config.option_fields(cfg),
     )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    opts = options(args)
-    env = SlurmEnv.from_environ(os.environ)
     ident = current_identity()
+    opts = options(args, ident.home)
+    env = SlurmEnv.from_environ(os.environ)
     peers = [n for n in env.nodes if n != env.node_name] if env.is_leader else []
     net = network.choose(peers, opts.iface) if env.is_leader and env.acts else None
     flavor = MpiFlavor(opts.mpi) if opts.mpi != "auto" else None
@@ -114,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         return _print_plan(plan, as_json=args.json, assumed=flavor is None)
     if plan.role == "idle":
         return 0
+    progress.QUIET = args.quiet
     keys.check_root(plan.job.path.parent, ident.user, plan.node)
     inbox = Inbox().install()
     if plan.role == "worker":
@@ -125,7 +146,7 @@ def _lead(
     env: SlurmEnv, opts: Options, plan: LaunchPlan, inbox: Inbox, flavor: MpiFlavor | None
 ) -> int:
     started = time.time()
-    run = leader.LeaderRun()
+    run = leader.LeaderRun(timings=Timings(plan.node))
     error: LauncherError | None = None
     client, tag = None, ""
     # The job directory first: from then on every failure reaches the workers at once.
@@ -149,6 +170,7 @@ def _lead(
                     flavor=flavor,
                     network=plan.network,
                 )
+                plan.job.hostfile.write_text(hostfile_text(flavor, plan.nodes))
                 leader.wait_workers(plan, run, inbox)
             run.exit_code = leader.run_mpirun(plan, client, run, inbox, tag)
     except LauncherError as e:
@@ -160,7 +182,18 @@ def _lead(
         if client is not None and tag and not plan.keep_image:
             images.remove_personal(client, tag)
         _write_record(plan, run, started, error)
+        progress.summary(plan.job_id, len(plan.nodes), run.timings.phases, _exit(run, error))
     return run.exit_code
+
+
+def _script_command(path: str) -> tuple[str, ...]:
+    """The job script run by its own interpreter (its #! line; /bin/sh without one)."""
+    script = Path(path).absolute()
+    try:
+        parsed = jobscript.parse(script.read_text(), str(script))
+    except OSError as e:
+        raise UsageError(f"cannot read job script {script}: {e.strerror}") from e
+    return (*parsed.interpreter_argv, str(script))
 
 
 def _mpi_version(client: Any, plan: LaunchPlan, tag: str, wanted: Wanted) -> str:
@@ -182,11 +215,15 @@ def _write_record(
         "leader": {"node": plan.node, "image": run.image, "archive": run.archive,
                    "timings": run.timings.phases, "self": own_cost()},
         "workers": run.nodes, "mpirun_argv": list(plan.mpirun),
-        "exit_code": run.exit_code if error is None else 1,
+        "exit_code": _exit(run, error),
         "mpirun_exit_code": run.exit_code,
         "error": None if error is None else _error(error),
     }  # fmt: skip
     write_json(runs_dir(plan.identity.home) / f"{plan.job_id}.json", record)
+
+
+def _exit(run: leader.LeaderRun, error: LauncherError | None) -> int:
+    return (run.exit_code or 0) if error is None else 1
 
 
 def _error(error: LauncherError) -> dict[str, Any]:

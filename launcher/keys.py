@@ -225,6 +225,11 @@ class JobDir:
         return self.path / "stop"
 
     @property
+    def hostfile(self) -> Path:
+        """The job's nodes and slots in the MPI's syntax, for a job script's own mpirun."""
+        return self.path / "hostfile"
+
+    @property
     def heartbeat(self) -> Path:
         """Touched every second by a live leader."""
         return self.path / "heartbeat"

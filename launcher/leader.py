@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
@@ -67,11 +67,18 @@ def run_mpirun(
     """mpirun in the leader's container, output streamed; its exit code is returned."""
     assert plan.container is not None
     spec = dataclasses.replace(plan.container, image=image)
+    streams: list[Iterator[tuple[bytes | None, bytes | None]]] = []
+
+    def attach(container: Container) -> None:
+        streams.append(
+            container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
+        )
+
     with run.timings.phase("container"):
-        container = containers.start(client, spec, plan.node)
+        container = containers.start(client, spec, plan.node, before=attach)
     try:
         with run.timings.phase("mpirun"):
-            code = _supervise(plan, container, inbox)
+            code = _supervise(plan, container, inbox, streams[0])
     finally:
         with run.timings.phase("removal"):
             containers.remove(container)
@@ -89,8 +96,13 @@ def _blame_workers(plan: LaunchPlan) -> None:
         time.sleep(POLL)
 
 
-def _supervise(plan: LaunchPlan, container: Container, inbox: Inbox) -> int:
-    streamer = threading.Thread(target=_stream, args=(container,), daemon=True)
+def _supervise(
+    plan: LaunchPlan,
+    container: Container,
+    inbox: Inbox,
+    output: Iterator[tuple[bytes | None, bytes | None]],
+) -> int:
+    streamer = threading.Thread(target=_stream, args=(output,), daemon=True)
     streamer.start()
     stop_deadline: float | None = None
     while True:
@@ -137,14 +149,13 @@ def _kill(container: Container, sig: int) -> None:
         container.kill(signal=int(sig))
 
 
-def _stream(container: Container) -> None:
-    """Copy the container's stdout and stderr to ours as bytes arrive."""
+def _stream(output: Iterator[tuple[bytes | None, bytes | None]]) -> None:
+    """Copy the container's stdout and stderr to ours as bytes arrive (attached before
+    the container started, so nothing it writes is missed)."""
     out: Callable[[bytes], object] = sys.stdout.buffer.write
     err: Callable[[bytes], object] = sys.stderr.buffer.write
     try:
-        for chunk_out, chunk_err in container.attach(
-            stdout=True, stderr=True, stream=True, logs=True, demux=True
-        ):
+        for chunk_out, chunk_err in output:
             if chunk_out:
                 out(chunk_out)
                 sys.stdout.buffer.flush()

@@ -11,7 +11,6 @@ Every move is measured (bytes, seconds) and long ones print progress lines.
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -21,6 +20,7 @@ import docker
 from docker.errors import DockerException, ImageNotFound
 from docker.utils import parse_repository_tag
 
+from launcher import progress
 from launcher.errors import ImageError
 from launcher.record import human_size
 from launcher.store import Archive, ImageStore, hex_of, read_chunks
@@ -69,7 +69,7 @@ class Moved:
 
 def stderr_say(node: str) -> Say:
     def say(text: str) -> None:
-        print(f"mpidock: {node} image: {text}", file=sys.stderr, flush=True)
+        progress.say(node, "image", text)
 
     return say
 

@@ -145,6 +145,39 @@ def _hydra_options(launch: MpiLaunch) -> list[str]:
     return argv
 
 
+def script_env(launch: MpiLaunch, hostfile: str) -> list[tuple[str, str]]:
+    """The environment in which a job script's plain `mpirun ./app` (or `mpiexec`) reaches
+    every node as mpirun_argv would: the same hosts, ssh wrapper and network, set through
+    the MPI's own variables. launch.command is not used."""
+    if launch.flavor is MpiFlavor.OPENMPI:
+        env = [
+            ("OMPI_MCA_orte_default_hostfile", hostfile),
+            ("OMPI_MCA_plm_rsh_agent", launch.ssh_agent),
+            ("OMPI_MCA_plm_rsh_no_tree_spawn", "1"),
+        ]
+        if launch.network:
+            cidr = launch.network.cidr
+            env += [("OMPI_MCA_btl_tcp_if_include", cidr), ("OMPI_MCA_oob_tcp_if_include", cidr)]
+        if launch.env_forward:
+            env.append(("OMPI_MCA_mca_base_env_list", ";".join(launch.env_forward)))
+        return env + list(launch.env_set)
+    env = [
+        ("HYDRA_HOST_FILE", hostfile),
+        ("HYDRA_LAUNCHER", "ssh"),
+        ("HYDRA_LAUNCHER_EXEC", launch.ssh_agent),
+    ]
+    if launch.network:
+        env += [("HYDRA_IFACE", launch.network.device), ("UCX_NET_DEVICES", launch.network.device)]
+    return env + list(launch.env_set)
+
+
+def hostfile_text(flavor: MpiFlavor, hosts: Sequence[NodeSlots]) -> str:
+    """The job's hostfile in the MPI's own syntax."""
+    if flavor is MpiFlavor.OPENMPI:
+        return "".join(f"{h.node} slots={h.slots}\n" for h in hosts)
+    return "".join(f"{h.node}:{h.slots}\n" for h in hosts)
+
+
 def _validate(launch: MpiLaunch) -> None:
     if not launch.command:
         raise UsageError("no command to run", hint="put it after --, e.g. -- ./solver in.cfg")

@@ -12,7 +12,7 @@ from typing import Any
 
 from launcher.errors import UsageError
 from launcher.keys import JobDir
-from launcher.mpi import MpiFlavor, MpiLaunch, Network, mpirun_argv
+from launcher.mpi import MpiFlavor, MpiLaunch, Network, mpirun_argv, script_env
 from launcher.slurm import NodeSlots, SlurmEnv, job_port, slots_per_node
 
 LABEL_PREFIX = "org.mpidock"
@@ -54,6 +54,7 @@ class Options:
     ready_timeout: float = 120.0
     grace: float = 10.0
     shm_size: str = "1g"
+    script: str = ""  # a job script the leader's container runs instead of mpirun
     keep_image: bool = True
     image_store: str | None = None
     registry: str = ""
@@ -151,12 +152,17 @@ def build_plan(
     job = JobDir(Path(job_root) / env.job_id)
     leader_node = hosts[0].node
     argv: tuple[str, ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()
     if role == "leader" and flavor is not None:
-        argv = tuple(mpirun_argv(_mpi_launch(opts, hosts, job, flavor, network)))
+        launch = _mpi_launch(opts, hosts, job, flavor, network)
+        argv = tuple(mpirun_argv(launch))
+        if opts.script:  # the script's own mpirun finds everything in its environment
+            argv, extra_env = (), tuple(script_env(launch, str(job.hostfile)))
     spec = None
     if role != "idle":
-        command = argv if role == "leader" else _sshd_command(job)
-        spec = _container(env, opts, ident, role, image, command, cwd, job_root)
+        leads = opts.command if opts.script else argv
+        command = leads if role == "leader" else _sshd_command(job)
+        spec = _container(env, opts, ident, role, image, command, cwd, job_root, extra_env)
     return LaunchPlan(
         role=role, job_id=env.job_id, node=env.node_name, nodes=hosts, port=port,
         identity=ident, job_dir=str(job.path), image=image, container=spec, mpirun=argv,
@@ -214,6 +220,7 @@ def _container(
     command: tuple[str, ...],
     cwd: str,
     job_root: str,
+    extra_env: tuple[tuple[str, str], ...] = (),
 ) -> ContainerSpec:
     return ContainerSpec(
         name=f"mpidock-{env.job_id}-{role}-{env.node_name}",
@@ -225,7 +232,12 @@ def _container(
         mounts=_mounts(ident, opts, cwd, job_root),
         readonly=tuple(m.target for m in map(parse_mount, opts.mounts) if m.readonly),
         working_dir=cwd,
-        environment=(("HOME", ident.home), ("USER", ident.user), ("LOGNAME", ident.user)),
+        environment=(
+            ("HOME", ident.home),
+            ("USER", ident.user),
+            ("LOGNAME", ident.user),
+            *extra_env,
+        ),
         shm_size=opts.shm_size,
     )
 

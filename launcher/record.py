@@ -11,12 +11,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from launcher import progress
+
 
 class Timings:
-    """Seconds spent in each named phase, in the order they ran."""
+    """Seconds spent in each named phase, in the order they ran; with a node, each phase
+    that ends says so on stderr (the image phase says more, itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
         self.phases: dict[str, float] = {}
+        self.node = node
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -25,6 +29,8 @@ class Timings:
             yield
         finally:
             self.phases[name] = round(time.monotonic() - start, 4)
+            if self.node and name != "image":
+                progress.say(self.node, name, f"{self.phases[name]:.2f} s")
 
 
 def own_cost() -> dict[str, float]:

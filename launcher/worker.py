@@ -37,7 +37,7 @@ def run_worker(plan: LaunchPlan, inbox: Inbox) -> int:
     From the moment the job directory exists every failure is reported to the leader
     (failed.<node>), so it stops at once instead of at its deadline.
     """
-    timings = Timings()
+    timings = Timings(plan.node)
     _wait_job_dir(plan, inbox)
     _tell(plan, plan.job.arrived_file(plan.node), {})
     if plan.job.stop_file.exists():

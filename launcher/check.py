@@ -1,0 +1,238 @@
+"""`mpidock check IMAGE`: will this image run under mpidock? For vendors certifying one.
+
+On this host's engine: a shell, OpenSSH's server and client, mpirun with its flavour and
+version, a user added by personalization, then a real 2-rank run in two containers on a
+private network, rank 1 reached over the per-job ssh exactly as on a cluster. A table of
+results; exit 0 only if every check passes. Everything it creates is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import docker
+from docker.errors import DockerException, ImageNotFound
+from docker.models.containers import Container
+from requests.exceptions import RequestException
+
+from launcher import containers, images, keys
+from launcher.cache import columns
+from launcher.errors import LauncherError
+from launcher.identity import current_identity
+from launcher.mpi import MpiFlavor, MpiLaunch, detect_flavor, mpirun_argv
+from launcher.plan import ContainerSpec, Identity
+from launcher.slurm import NodeSlots
+
+PORT = 2222  # inside the check's private network: no clash with the host's ports
+RUN_TIMEOUT = 120.0
+VERSION = re.compile(r"\b\d+\.\d+(\.\d+)?\b")
+# Root cannot be the job user (sshd refuses it); root's checks run as this one.
+STAND_IN = Identity(user="mpidock-check", uid=4242, gid=4242, group="mpidock-check",
+                    groups=(), home="/tmp", shell="/bin/sh")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Result:
+    check: str
+    ok: bool
+    detail: str
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="check that an image can run under mpidock (for vendors)")
+    p.add_argument("image", help="the image to check, present on this host's engine")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    node = socket.gethostname()
+    client = containers.client_for_node(node)
+    try:
+        results = check(client, args.image, node)
+    finally:
+        client.close()
+    print(table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def table(results: list[Result]) -> str:
+    lines = [("CHECK", "RESULT", "DETAIL")]
+    lines += [(r.check, "pass" if r.ok else "FAIL", r.detail) for r in results]
+    passed = sum(r.ok for r in results)
+    return columns(lines) + f"\n{passed} of {len(results)} checks passed"
+
+
+def check(client: docker.DockerClient, image: str, node: str) -> list[Result]:
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        return [Result("image", False, f"{image} is not on this host's engine (docker pull?)")]
+    results = [Result("image", True, image)]
+    results.append(probe(client, image, "shell", ["/bin/sh", "-c", "echo /bin/sh"]))
+    results.append(probe(client, image, "sshd", ["/bin/sh", "-c", "ls /usr/sbin/sshd"]))
+    results.append(probe(client, image, "ssh client", ["/bin/sh", "-c", "ssh -V"]))
+    flavor, found = mpi_of(client, image)
+    results.append(found)
+    ident = _identity()
+    try:
+        tag, _ = images.ensure_personal(client, image, ident, node)
+    except LauncherError as e:
+        return [*results, Result("add a user", False, e.message)]
+    try:
+        results.append(user_added(client, tag, ident))
+        if flavor is None or not all(r.ok for r in results):
+            return [*results, Result("2 ranks, 2 containers", False, "not tried: see above")]
+        results.append(two_ranks(client, tag, ident, flavor))
+    finally:
+        images.remove_personal(client, tag)
+    return results
+
+
+def probe(client: docker.DockerClient, image: str, name: str, argv: list[str]) -> Result:
+    """argv in a throwaway container of image: its first output line, or why it failed."""
+    code, out = run_once(client, image, argv)
+    return Result(name, code == 0, _first(out) or f"exit {code}, no output")
+
+
+def run_once(
+    client: docker.DockerClient, image: str, argv: list[str], user: str = ""
+) -> tuple[int, str]:
+    """Exit code and output (stdout and stderr) of argv in a throwaway container."""
+    container = client.containers.create(
+        image, argv, network_mode="none", entrypoint=[], user=user or None,
+        cap_drop=["ALL"], security_opt=["no-new-privileges"],
+    )  # fmt: skip
+    try:
+        container.start()
+        code = int(container.wait(timeout=RUN_TIMEOUT).get("StatusCode", -1))
+        return code, container.logs(stdout=True, stderr=True).decode(errors="replace")
+    except DockerException as e:
+        return -1, str(e)
+    finally:
+        containers.remove(container)
+
+
+def mpi_of(client: docker.DockerClient, image: str) -> tuple[MpiFlavor | None, Result]:
+    code, text = run_once(client, image, ["/bin/sh", "-c", "mpirun --version || mpiexec --version"])
+    if code != 0:
+        return None, Result("mpirun", False, f"no mpirun or mpiexec on the PATH: {_first(text)}")
+    try:
+        flavor = detect_flavor(text)
+    except LauncherError as e:
+        return None, Result("mpirun", False, e.message)
+    version = VERSION.search(text)
+    detail = f"{flavor.value} {version.group(0)}" if version else f"{flavor.value}: {_first(text)}"
+    return flavor, Result("mpirun", True, detail)
+
+
+def user_added(client: docker.DockerClient, tag: str, ident: Identity) -> Result:
+    """The personalized image knows the user: `id` as that UID names it."""
+    code, text = run_once(client, tag, ["id"], user=f"{ident.uid}:{ident.gid}")
+    ok = code == 0 and f"uid={ident.uid}({ident.user})" in text
+    return Result("add a user", ok, _first(text))
+
+
+def two_ranks(client: docker.DockerClient, tag: str, ident: Identity, flavor: MpiFlavor) -> Result:
+    """mpirun in one container, rank 1 in another reached through the job's sshd."""
+    name = f"mpidock-check-{secrets.token_hex(4)}"
+    with _job_dir(ident) as job, _network(client, name) as network:
+        base = ContainerSpec(
+            name=f"{name}-worker", image=tag, user=f"{ident.uid}:{ident.gid}", group_add=(),
+            command=("/usr/sbin/sshd", "-D", "-e", "-f", str(job.sshd_config)),
+            labels=(("org.mpidock.check", name),), mounts=((str(job.path.parent),) * 2,),
+            working_dir="/tmp", environment=(("HOME", "/tmp"),), network_mode=network,
+        )  # fmt: skip
+        worker = _start(client, base, "check-worker")
+        try:
+            if not _listening(worker):
+                return Result("2 ranks, 2 containers", False, f"sshd: {containers.tail(worker)}")
+            argv = mpirun_argv(MpiLaunch(
+                flavor=flavor, ssh_agent=str(job.ssh_wrapper), network=None,
+                hosts=(NodeSlots("check-leader", 1), NodeSlots("check-worker", 1)),
+                command=("hostname",),
+            ))  # fmt: skip
+            leader = _start(client, replace(base, name=f"{name}-leader", command=tuple(argv)),
+                            "check-leader")  # fmt: skip
+            try:
+                return _outcome(leader)
+            finally:
+                containers.remove(leader)
+        finally:
+            containers.remove(worker)
+
+
+def _outcome(leader: Container) -> Result:
+    try:
+        code = leader.wait(timeout=RUN_TIMEOUT).get("StatusCode", -1)
+    except RequestException:  # the wait's deadline passed
+        return Result(
+            "2 ranks, 2 containers", False, f"mpirun still running after {RUN_TIMEOUT:.0f} s"
+        )
+    out = leader.logs().decode(errors="replace")
+    hosts = sorted(set(out.split()) & {"check-leader", "check-worker"})
+    ok = code == 0 and hosts == ["check-leader", "check-worker"]
+    detail = (
+        "ranks ran on check-leader and check-worker" if ok else f"exit {code}: {_first(out[-500:])}"
+    )
+    return Result("2 ranks, 2 containers", ok, detail)
+
+
+def _start(client: docker.DockerClient, spec: ContainerSpec, hostname: str) -> Container:
+    kwargs = containers.docker_kwargs(spec) | {"hostname": hostname}
+    container = client.containers.create(**kwargs)
+    container.start()
+    return container
+
+
+def _listening(worker: Container) -> bool:
+    """sshd listens on PORT (read from /proc: the image need not have ss or netstat)."""
+    wanted = f":{PORT:04X} "
+    for _ in range(100):
+        status, _code = containers.exit_info(worker)
+        if status != "running":
+            return False
+        table = worker.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"]).output.decode()
+        if any(wanted in line and " 0A " in line for line in table.splitlines()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@contextlib.contextmanager
+def _job_dir(ident: Identity) -> Iterator[keys.JobDir]:
+    root = Path(tempfile.mkdtemp(prefix="mpidock-check-"))
+    try:
+        job = keys.create_job_dir(root / "job", hosts=["check-worker"], port=PORT, user=ident.user)
+        for path in [root, *root.rglob("*")]:
+            shutil.chown(path, ident.uid, ident.gid)
+        yield job
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _network(client: docker.DockerClient, name: str) -> Iterator[str]:
+    network = client.networks.create(name, driver="bridge", labels={"org.mpidock.check": name})
+    try:
+        yield name
+    finally:
+        network.remove()
+
+
+def _identity() -> Identity:
+    ident = current_identity()
+    return STAND_IN if ident.uid == 0 else ident
+
+
+def _first(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")

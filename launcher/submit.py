@@ -1,0 +1,229 @@
+"""`mpidock submit`: prepare the image on this host, then sbatch a job whose one step is
+`srun mpidock slurm-entry ...`; with --wait, follow the job and exit with its status.
+
+    mpidock submit [sbatch options] (--image IMG | --template NAME) [launcher options] -- CMD
+    mpidock submit [sbatch options] [launcher options] job.sh
+
+Arguments are sorted token by token: the launcher's own options (those of slurm-entry)
+go to slurm-entry, everything else to sbatch, in the order given. A job script's
+#SBATCH and #PBS lines become sbatch options and its #MPIDOCK lines launcher options;
+the command line wins over both, a template's defaults lose to everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher import config, containers, entry, images, jobscript, movement, proc
+from launcher.errors import DockerUnavailable, UsageError
+from launcher.identity import current_identity
+from launcher.store import ImageStore
+
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+POLL = 1.0
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What submit will do, as data: printed by --dry-run."""
+
+    sbatch: tuple[str, ...]
+    ours: tuple[str, ...]  # submit's and the launcher's options, as given
+    image: str
+    wrap: str
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="prepare the image here and sbatch a container job",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    p.add_argument("words", nargs=argparse.REMAINDER)
+    p.set_defaults(run=run)
+
+
+def own_parser() -> argparse.ArgumentParser:
+    """submit's own options and the launcher's, without the command."""
+    p = argparse.ArgumentParser(prog="mpidock submit", add_help=False, exit_on_error=False)
+    p.add_argument("--template", help="a site template: image and default resources")
+    p.add_argument("--wait", action="store_true", help="follow the job; exit with its status")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the sbatch command; submit nothing"
+    )
+    p.add_argument("--no-prepare", action="store_true", help="leave the image to the nodes")
+    entry.add_launch_options(p, submit=True)
+    return p
+
+
+def split(words: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """(ours, sbatch's): a word is ours when it is one of our options (or its value)."""
+    ours, theirs = [], []
+    actions = parser._option_string_actions  # argparse has no public table of options
+    i = 0
+    while i < len(words):
+        word = words[i]
+        name = word.split("=", 1)[0]
+        action = actions.get(name) if word.startswith("--") or word in actions else None
+        if action is None:
+            theirs.append(word)
+        elif "=" in word or action.nargs == 0:
+            ours.append(word)
+        else:
+            ours += words[i : i + 2]
+            i += 1
+        i += 1
+    return ours, theirs
+
+
+SUBMIT_ONLY = {"--template", "--wait", "--dry-run", "--no-prepare"}
+
+
+def run(args: argparse.Namespace) -> int:
+    words = list(args.words)
+    if words[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        own_parser().print_help()
+        return 0
+    plan = prepare_submission(words)
+    parsed = _parse(own_parser(), list(plan.ours))
+    if parsed.dry_run:
+        print(shlex.join(["sbatch", *plan.sbatch, "--wrap", plan.wrap]))
+        return 0
+    if not parsed.no_prepare:
+        prepare_image(plan.image, parsed)
+    job_id = sbatch(plan)
+    print(f"mpidock: submitted job {job_id}", file=sys.stderr, flush=True)
+    print(job_id)
+    return follow(job_id) if parsed.wait else 0
+
+
+def prepare_submission(words: list[str]) -> Submission:
+    """Words to the sbatch options, the launcher options and the batch script's one line."""
+    head, command = _at_separator(words)
+    parser = own_parser()
+    ours, theirs = split(head, parser)
+    script = None
+    if not command:
+        if not theirs or not Path(theirs[-1]).is_file():
+            raise UsageError(
+                "nothing to run: no command after -- and no job script",
+                hint="mpidock submit -N 3 --image IMG -- ./app args, or mpidock submit job.sh",
+            )
+        path = Path(theirs.pop()).absolute()
+        script = jobscript.parse(path.read_text(), str(path))
+        for note in script.notes:
+            print(f"mpidock: {note}", file=sys.stderr)
+        ours = [*script.launcher, *ours]
+        ours += [w for name in script.env_forward for w in ("--env", name)]
+    parsed = _parse(parser, ours)
+    defaults: list[str] = []
+    image = parsed.image or ""
+    if parsed.template:
+        cfg = config.load(os.environ, {}, current_identity().home)
+        defaults, template_image = config.template_defaults(config.template(cfg, parsed.template))
+        image = image or template_image
+    if not image:
+        raise UsageError("no image to run", hint="give --image IMG or --template NAME")
+    launcher = _launcher_words(ours, parser)
+    if not parsed.image:
+        launcher = ["--image", image, *launcher]
+    tail = ["--script", str(path)] if script else ["--", *command]
+    wrap = shlex.join(["srun", "mpidock", "slurm-entry", *launcher, *tail])
+    sbatch_words = [*defaults, *(script.sbatch if script else ()), *theirs]
+    return Submission(tuple(sbatch_words), tuple(ours), image, wrap)
+
+
+def prepare_image(image: str, parsed: argparse.Namespace) -> None:
+    """On this host, when it has Docker and the image: personalize it for the user (so a
+    broken image fails here, not on the nodes) and archive it into the store once."""
+    node = socket.gethostname()
+    try:
+        client = containers.client_for_node(node, timeout=600)
+    except DockerUnavailable:
+        print("mpidock: no Docker engine here: the nodes get the image", file=sys.stderr)
+        return
+    try:
+        image_id = movement.local_id(client, image, node)
+        if image_id is None:
+            print(f"mpidock: {image} is not here: the nodes get it", file=sys.stderr)
+            return
+        ident = current_identity()
+        cfg = config.load(os.environ, config.given_options(parsed), ident.home)
+        images.ensure_personal(client, image_id, ident, node, image)
+        store = ImageStore(cfg.image_store)
+        if store.find(image_id) is None:
+            wanted = movement.Wanted(image, image_id, str(store.root), cfg.registry)
+            movement.save(client, store, wanted, node, movement.stderr_say(node))
+    finally:
+        client.close()
+
+
+def sbatch(plan: Submission) -> str:
+    done = proc.run(
+        ["sbatch", "--parsable", *plan.sbatch, "--wrap", plan.wrap],
+        timeout=60,
+        hint="the sbatch options are Slurm's: see sbatch --help",
+    )
+    return done.stdout.strip().split(";")[0]
+
+
+def follow(job_id: str) -> int:
+    """Waits for the job's end; its exit status (1 for an end without one, e.g. TIMEOUT)."""
+    while (found := job_state(job_id))[0] in ACTIVE:
+        time.sleep(POLL)
+    state, code = found
+    print(f"mpidock: job {job_id} {state}, exit code {code}", file=sys.stderr)
+    if state == "COMPLETED":
+        return 0
+    return code or 1
+
+
+def job_state(job_id: str) -> tuple[str, int]:
+    out = proc.run(["scontrol", "show", "job", job_id], timeout=30).stdout
+    state = re.search(r"JobState=(\S+)", out)
+    code = re.search(r"\bExitCode=(\d+):(\d+)", out)
+    exit_code = int(code.group(1)) if code else 0
+    if code and not exit_code and int(code.group(2)):
+        exit_code = 128 + int(code.group(2))
+    return (state.group(1) if state else "UNKNOWN", exit_code)
+
+
+def _at_separator(words: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in words:
+        i = words.index("--")
+        return words[:i], words[i + 1 :]
+    return words, []
+
+
+def _parse(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    try:
+        return parser.parse_args(words)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e), hint="see mpidock submit --help") from e
+
+
+def _launcher_words(ours: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Our words minus submit's own options: what slurm-entry gets."""
+    kept, skip = [], False
+    for word in ours:
+        if skip:
+            skip = False
+            continue
+        name = word.split("=", 1)[0]
+        if name in SUBMIT_ONLY:
+            action = parser._option_string_actions[name]
+            skip = "=" not in word and action.nargs != 0
+            continue
+        kept.append(word)
+    return kept

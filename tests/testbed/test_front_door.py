@@ -1,0 +1,94 @@
+"""The front door on the testbed: `mpidock submit` with a command, a template, a #PBS and
+an #SBATCH job script whose plain mpirun reaches every node; --wait's exit status."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.testbed.conftest import HOME, as_user
+
+TEMPLATES = """\
+[templates.ring3]
+image = "mpidock/openmpi"
+nodes = 3
+cpus_per_node = 1
+time = "0:05:00"
+comment = "a token ring over three nodes"
+"""
+PBS = """\
+#!/bin/sh
+#PBS -l nodes=3:ppn=1,walltime=00:05:00
+#PBS -N pbs-ring
+#MPIDOCK --image mpidock/openmpi
+echo "script on $(hostname)"
+mpirun mpi-hello --ring
+"""
+SLURM = """\
+#!/bin/bash
+#SBATCH -N 3
+#SBATCH --ntasks-per-node=2
+#MPIDOCK --image mpidock/openmpi --quiet
+mpirun mpi-hello --ring
+"""
+
+
+def submit(*words: str, env: tuple[str, ...] = ()) -> tuple[int, str, str]:
+    """`mpidock submit --wait WORDS` as the test user: (exit status, job output, stderr)."""
+    done = as_user(["env", *env, "mpidock", "submit", "--wait", *words], timeout=300)
+    match = re.search(r"^(\d+)$", done.stdout, re.M)
+    assert match, done.stdout + done.stderr
+    output = HOME / f"slurm-{match.group(1)}.out"
+    return done.returncode, output.read_text() if output.exists() else "", done.stderr
+
+
+def script(name: str, text: str) -> Path:
+    path = HOME / name
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_submit_waits_and_returns_the_jobs_exit_status() -> None:
+    code, output, err = submit("-N", "3", "--image", "mpidock/openmpi", "--", "mpi-hello")
+    assert code == 0, output + err
+    assert len(re.findall(r"^rank \d of 3", output, re.M)) == 3
+    assert "COMPLETED, exit code 0" in err
+    code, output, err = submit(
+        "-N", "3", "--image", "mpidock/openmpi", "--", "mpi-hello", "--fail-rank", "1",
+        "--exit-code", "7",
+    )  # fmt: skip
+    assert code != 0, output + err
+    assert "FAILED" in err
+
+
+def test_a_template_gives_image_and_resources() -> None:
+    site = HOME / "site-config.toml"
+    site.write_text(TEMPLATES)
+    env = (f"MPIDOCK_SITE_CONFIG={site}",)
+    listed = as_user(["env", *env, "mpidock", "templates"])
+    assert listed.returncode == 0, listed.stderr
+    assert "ring3" in listed.stdout
+    assert "a token ring over three nodes" in listed.stdout
+    code, output, err = submit("--template", "ring3", "--", "mpi-hello", "--ring", env=env)
+    assert code == 0, output + err
+    assert "ring passed 3 ranks" in output
+    unknown = as_user(["env", *env, "mpidock", "submit", "--template", "nope", "--", "true"])
+    assert unknown.returncode == 2
+    assert "unknown template 'nope'" in unknown.stderr
+    assert "ring3" in unknown.stderr
+
+
+def test_a_pbs_script_runs_its_plain_mpirun_on_every_node() -> None:
+    code, output, err = submit(str(script("ring.pbs", PBS)))
+    assert code == 0, output + err
+    assert "script on sim1" in output
+    assert "ring passed 3 ranks" in output
+    assert sorted(set(re.findall(r"rank \d of 3 on (\S+)", output))) == ["sim1", "sim2", "sim3"]
+
+
+def test_an_sbatch_script_with_mpidock_lines_runs_six_ranks() -> None:
+    code, output, err = submit(str(script("ring.sbatch", SLURM)))
+    assert code == 0, output + err
+    assert "ring passed 6 ranks" in output
+    assert "mpidock: sim2 container" not in output  # --quiet from the #MPIDOCK line

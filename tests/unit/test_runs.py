@@ -1,0 +1,65 @@
+"""`mpidock runs`: run records as tables, newest first; one job's nodes and phases."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from launcher.cli import main
+from launcher.runs import job_table, list_table, newest
+
+RECORD = {
+    "job_id": "42", "started": 1000.0, "ended": 1002.5, "image": "lab/cfd:2.1", "mpi": "openmpi",
+    "nodes": [{"node": "sim1", "slots": 2}, {"node": "sim2", "slots": 2}],
+    "exit_code": 0, "error": None,
+    "leader": {"node": "sim1", "image": {"path": "cached", "bytes": 0},
+               "timings": {"image": 0.01, "mpirun": 0.8}, "self": {"max_rss_mb": 47.9}},
+    "workers": {"sim2": {"image": {"path": "archive", "bytes": 441000000},
+                         "timings": {"image": 4.2, "teardown": 0.06}, "teardown": "clean",
+                         "self": {"max_rss_mb": 47.2}}},
+}  # fmt: skip
+
+
+def test_the_list_has_one_line_a_job() -> None:
+    error = {"message": "sim2: worker failed: port 20042 is already in use"}
+    failed = RECORD | {"job_id": "43", "exit_code": 2, "error": error}
+    lines = list_table([RECORD, failed], now=1062.5).splitlines()
+    assert lines[0].split() == ["JOB", "ENDED", "NODES", "IMAGE", "EXIT", "SECONDS", "ERROR"]
+    assert lines[1].split() == ["42", "1m", "ago", "2", "lab/cfd:2.1", "0", "2.5"]
+    assert lines[2].endswith("sim2: worker failed: port 20042 is already in use")
+
+
+def test_one_job_shows_each_node_and_phase() -> None:
+    lines = job_table(RECORD).splitlines()
+    assert lines[0] == "job 42: lab/cfd:2.1 (openmpi), exit 0"
+    assert lines[1].split() == [
+        "NODE", "ROLE", "IMAGE", "BYTES", "IMAGE", "MPIRUN", "TEARDOWN", "END", "RSS-MB",
+    ]  # fmt: skip
+    assert lines[2].split() == ["sim1", "leader", "cached", "0", "0.01", "0.80", "-", "47.9"]
+    assert lines[3].split() == [
+        "sim2", "worker", "archive", "441000000", "4.20", "-", "0.06", "clean", "47.2",
+    ]  # fmt: skip
+
+
+def test_newest_first_and_unreadable_records_skipped(tmp_path: Path) -> None:
+    for job, mtime in (("1", 100), ("2", 300), ("3", 200)):
+        path = tmp_path / f"{job}.json"
+        path.write_text(json.dumps(RECORD | {"job_id": job}))
+        os.utime(path, (mtime, mtime))
+    (tmp_path / "4.json").write_text("{not json")
+    assert [r["job_id"] for r in newest(tmp_path, 3)] == ["2", "3", "1"]
+
+
+def test_the_command_names_a_missing_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MPIDOCK_RUNS_DIR", str(tmp_path))
+    assert main(["runs", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mpidock: error: no run record of job 99 in {tmp_path}")
+    (tmp_path / "42.json").write_text(json.dumps(RECORD))
+    assert main(["runs"]) == 0
+    assert "lab/cfd:2.1" in capsys.readouterr().out

@@ -1,0 +1,80 @@
+"""`mpidock submit`: words sorted between sbatch and slurm-entry, templates and job scripts
+folded in, the batch script's one line quoted."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from launcher.errors import UsageError
+from launcher.submit import own_parser, prepare_submission, split
+
+SITE = """\
+[templates.cfd]
+image = "lab/cfd:2.1"
+nodes = 4
+cpus_per_node = 8
+time = "2:00:00"
+"""
+
+
+@pytest.fixture(autouse=True)
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(SITE)
+    monkeypatch.setenv("MPIDOCK_SITE_CONFIG", str(path))
+    monkeypatch.setenv("MPIDOCK_USER_CONFIG", str(tmp_path / "absent.toml"))
+    return path
+
+
+def test_words_are_ours_or_sbatchs_in_order() -> None:
+    words = ["-N", "3", "--image", "lab/cfd", "-x", "sim9", "--ppn=2", "--time", "5", "--wait"]
+    ours, theirs = split(words, own_parser())
+    assert ours == ["--image", "lab/cfd", "--ppn=2", "--wait"]
+    assert theirs == ["-N", "3", "-x", "sim9", "--time", "5"]
+
+
+def test_a_command_becomes_one_quoted_srun_line() -> None:
+    plan = prepare_submission(
+        ["-N", "2", "--image", "lab/cfd", "--wait", "--", "./solver", "in put.cfg"]
+    )
+    assert plan.sbatch == ("-N", "2")
+    assert shlex.split(plan.wrap) == [
+        "srun", "mpidock", "slurm-entry", "--image", "lab/cfd", "--", "./solver", "in put.cfg",
+    ]  # fmt: skip
+
+
+def test_a_template_gives_defaults_the_command_line_overrides() -> None:
+    plan = prepare_submission(["--template", "cfd", "-N", "2", "--", "./solver"])
+    assert plan.image == "lab/cfd:2.1"
+    assert plan.sbatch[-2:] == ("-N", "2")  # after the template's -N 4: sbatch takes the last
+    assert plan.sbatch[:2] == ("-N", "4")
+    assert shlex.split(plan.wrap)[3:5] == ["--image", "lab/cfd:2.1"]
+
+
+def test_an_unknown_template_lists_the_valid_ones() -> None:
+    with pytest.raises(UsageError) as info:
+        prepare_submission(["--template", "cdf", "--", "./solver"])
+    assert "unknown template 'cdf'" in str(info.value)
+    assert "cfd" in info.value.hint
+
+
+def test_a_job_script_gives_sbatch_and_launcher_options(tmp_path: Path) -> None:
+    job = tmp_path / "job.pbs"
+    job.write_text(
+        "#!/bin/sh\n#PBS -l nodes=3:ppn=2\n#PBS -N ring\n#MPIDOCK --image lab/cfd\nmpirun ./app\n"
+    )
+    plan = prepare_submission(["--time", "10", str(job)])
+    assert plan.sbatch == ("--nodes=3", "--ntasks-per-node=2", "--job-name=ring", "--time", "10")
+    assert shlex.split(plan.wrap) == [
+        "srun", "mpidock", "slurm-entry", "--image", "lab/cfd", "--script", str(job),
+    ]  # fmt: skip
+
+
+def test_nothing_to_run_and_no_image_are_named() -> None:
+    with pytest.raises(UsageError, match="nothing to run"):
+        prepare_submission(["-N", "2", "--image", "lab/cfd"])
+    with pytest.raises(UsageError, match="no image to run"):
+        prepare_submission(["-N", "2", "--", "./solver"])
