@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import secrets
 import shutil
@@ -25,7 +26,7 @@ from docker.errors import DockerException, ImageNotFound
 from docker.models.containers import Container
 from requests.exceptions import RequestException
 
-from launcher import containers, images, keys
+from launcher import containers, devices, images, keys
 from launcher.cache import columns
 from launcher.errors import LauncherError
 from launcher.identity import current_identity
@@ -77,7 +78,7 @@ def check(client: docker.DockerClient, image: str, node: str) -> list[Result]:
         client.images.get(image)
     except ImageNotFound:
         return [Result("image", False, f"{image} is not on this host's engine (docker pull?)")]
-    results = [Result("image", True, image)]
+    results = [Result("image", True, image), _devices()]
     results.append(probe(client, image, "shell", ["/bin/sh", "-c", "echo /bin/sh"]))
     results.append(probe(client, image, "sshd", ["/bin/sh", "-c", "ls /usr/sbin/sshd"]))
     results.append(probe(client, image, "ssh client", ["/bin/sh", "-c", "ssh -V"]))
@@ -227,6 +228,12 @@ def _network(client: docker.DockerClient, name: str) -> Iterator[str]:
         yield name
     finally:
         network.remove()
+
+
+def _devices() -> Result:
+    """What containers on this host would get of its GPUs and fabrics (information only)."""
+    found = devices.plan_devices(devices.probe(Path("/")), os.environ)
+    return Result("devices", True, found.summary)
 
 
 def _identity() -> Identity:

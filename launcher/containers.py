@@ -10,7 +10,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
-from docker.types import Mount
+from docker.types import DeviceRequest, Mount, Ulimit
 
 from launcher.errors import DockerUnavailable, NodeFailed
 from launcher.plan import LABEL_PREFIX, ContainerSpec
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
-    """docker-py `containers.create` arguments; every field of the spec is used."""
+    """docker-py `containers.create` arguments; every field of the spec is used, the
+    device fields only when they hold something."""
     return {
         "image": spec.image,
         "command": list(spec.command),
@@ -42,7 +43,22 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "detach": True,
         "stdin_open": False,
         "tty": False,
+        **_device_kwargs(spec),
     }
+
+
+def _device_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if spec.devices:
+        kwargs["devices"] = list(spec.devices)
+    if spec.gpu_ids:
+        # What `docker run --gpus '"device=0,1"'` sends: the NVIDIA runtime exposes exactly
+        # these GPUs and sets NVIDIA_VISIBLE_DEVICES itself.
+        gpus = DeviceRequest(driver="nvidia", device_ids=list(spec.gpu_ids), capabilities=[["gpu"]])
+        kwargs["device_requests"] = [gpus]
+    if spec.ulimits:
+        kwargs["ulimits"] = [Ulimit(name=n, soft=soft, hard=hard) for n, soft, hard in spec.ulimits]
+    return kwargs
 
 
 def client_for_node(node: str, timeout: float = 60) -> docker.DockerClient:

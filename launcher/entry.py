@@ -12,6 +12,7 @@ from typing import Any
 from launcher import (
     config,
     containers,
+    devices,
     distribution,
     images,
     jobscript,
@@ -121,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     peers = [n for n in env.nodes if n != env.node_name] if env.is_leader else []
     net = network.choose(peers, opts.iface) if env.is_leader and env.acts else None
     flavor = MpiFlavor(opts.mpi) if opts.mpi != "auto" else None
+    # This node's own devices and environment: every node plans its own containers.
+    node_devices = devices.plan_devices(devices.probe(Path("/")), os.environ)
     plan = build_plan(
         env,
         opts,
@@ -129,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         image=opts.image,
         flavor=flavor or (MpiFlavor.OPENMPI if args.dry_run else None),
         network=net,
+        devices=node_devices,
     )
     if args.dry_run:
         return _print_plan(plan, as_json=args.json, assumed=flavor is None)
@@ -139,11 +143,16 @@ def run(args: argparse.Namespace) -> int:
     inbox = Inbox().install()
     if plan.role == "worker":
         return worker.run_worker(plan, inbox)
-    return _lead(env, opts, plan, inbox, flavor)
+    return _lead(env, opts, plan, inbox, flavor, node_devices)
 
 
 def _lead(
-    env: SlurmEnv, opts: Options, plan: LaunchPlan, inbox: Inbox, flavor: MpiFlavor | None
+    env: SlurmEnv,
+    opts: Options,
+    plan: LaunchPlan,
+    inbox: Inbox,
+    flavor: MpiFlavor | None,
+    node_devices: devices.DevicePlan,
 ) -> int:
     started = time.time()
     run = leader.LeaderRun(timings=Timings(plan.node))
@@ -169,6 +178,7 @@ def _lead(
                     image=opts.image,
                     flavor=flavor,
                     network=plan.network,
+                    devices=node_devices,
                 )
                 plan.job.hostfile.write_text(hostfile_text(flavor, plan.nodes))
                 leader.wait_workers(plan, run, inbox)
@@ -244,6 +254,8 @@ def _print_plan(plan: LaunchPlan, *, as_json: bool, assumed: bool) -> int:
     print(f"role: {plan.role} on {plan.node} (job {plan.job_id})")
     print("nodes: " + ", ".join(f"{h.node}:{h.slots}" for h in plan.nodes))
     print(f"port: {plan.port}  job dir: {plan.job_dir}")
+    if plan.devices:
+        print(f"devices: {plan.devices}")
     if plan.container:
         print(f"container: {json.dumps(data['container'])}")
     if plan.mpirun:

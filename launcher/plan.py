@@ -10,12 +10,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.devices import DevicePlan
 from launcher.errors import UsageError
 from launcher.keys import JobDir
 from launcher.mpi import MpiFlavor, MpiLaunch, Network, mpirun_argv, script_env
 from launcher.slurm import NodeSlots, SlurmEnv, job_port, slots_per_node
 
 LABEL_PREFIX = "org.mpidock"
+NO_DEVICES = DevicePlan()
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class ContainerSpec:
     security_opt: tuple[str, ...] = ("no-new-privileges",)
     init: bool = True
     shm_size: str = "1g"
+    # From launcher.devices: device files "HOST:CONTAINER:rwm", NVIDIA GPUs for one device
+    # request, and (name, soft, hard) resource limits.
+    devices: tuple[str, ...] = ()
+    gpu_ids: tuple[str, ...] = ()
+    ulimits: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ class LaunchPlan:
     image_store: str = ""
     registry: str = ""
     workers: tuple[str, ...] = field(default=())
+    devices: str = ""  # what the containers get of the node's GPUs and fabrics, for people
 
     @property
     def job(self) -> JobDir:
@@ -141,8 +149,14 @@ def build_plan(
     image: str,
     flavor: MpiFlavor | None,
     network: Network | None,
+    devices: DevicePlan | None = None,
 ) -> LaunchPlan:
-    """The plan for this task: its role, its container and (leader) the mpirun argv."""
+    """The plan for this task: its role, its container and (leader) the mpirun argv.
+
+    devices (from launcher.devices.plan_devices) go to the container of every role;
+    without them no device, GPU or fabric setting is passed.
+    """
+    dev = devices or NO_DEVICES
     hosts = slots_per_node(env, ppn=opts.ppn, np=opts.np)
     role = role_of(env)
     if role == "worker" and env.node_name not in {h.node for h in hosts}:
@@ -154,7 +168,7 @@ def build_plan(
     argv: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
     if role == "leader" and flavor is not None:
-        launch = _mpi_launch(opts, hosts, job, flavor, network)
+        launch = _mpi_launch(opts, hosts, job, flavor, network, dev.forward)
         argv = tuple(mpirun_argv(launch))
         if opts.script:  # the script's own mpirun finds everything in its environment
             argv, extra_env = (), tuple(script_env(launch, str(job.hostfile)))
@@ -162,7 +176,7 @@ def build_plan(
     if role != "idle":
         leads = opts.command if opts.script else argv
         command = leads if role == "leader" else _sshd_command(job)
-        spec = _container(env, opts, ident, role, image, command, cwd, job_root, extra_env)
+        spec = _container(env, opts, ident, role, image, command, cwd, job_root, extra_env, dev)
     return LaunchPlan(
         role=role, job_id=env.job_id, node=env.node_name, nodes=hosts, port=port,
         identity=ident, job_dir=str(job.path), image=image, container=spec, mpirun=argv,
@@ -170,6 +184,7 @@ def build_plan(
         ready_timeout=opts.ready_timeout, grace=opts.grace, keep_image=opts.keep_image,
         image_store=opts.image_store or f"{ident.home}/.mpidock/images", registry=opts.registry,
         workers=tuple(h.node for h in hosts if h.node != leader_node),
+        devices=dev.summary,
     )  # fmt: skip
 
 
@@ -189,10 +204,17 @@ def _mpi_launch(
     job: JobDir,
     flavor: MpiFlavor,
     network: Network | None,
+    device_forward: tuple[str, ...] = (),
 ) -> MpiLaunch:
+    # Ranks on other nodes start through the job's sshd, in a fresh environment: Open MPI
+    # must forward the host's fabric settings. Hydra passes mpiexec's whole environment
+    # unless given a -genvlist, which would then pass only the names listed.
+    if flavor is MpiFlavor.MPICH:
+        device_forward = ()
+    forward = tuple(dict.fromkeys((*opts.env_forward, *device_forward)))
     return MpiLaunch(
         flavor=flavor, hosts=hosts, ssh_agent=str(job.ssh_wrapper), network=network,
-        command=opts.command, extra_args=opts.mpi_args, env_forward=opts.env_forward,
+        command=opts.command, extra_args=opts.mpi_args, env_forward=forward,
         env_set=_mpi_env(flavor),
     )  # fmt: skip
 
@@ -221,24 +243,29 @@ def _container(
     cwd: str,
     job_root: str,
     extra_env: tuple[tuple[str, str], ...] = (),
+    dev: DevicePlan = NO_DEVICES,
 ) -> ContainerSpec:
+    # The launcher's own variables win over the host's fabric settings of the same name.
+    environment = {
+        "HOME": ident.home, "USER": ident.user, "LOGNAME": ident.user,
+        **dict(dev.environment), **dict(extra_env),
+    }  # fmt: skip
     return ContainerSpec(
         name=f"mpidock-{env.job_id}-{role}-{env.node_name}",
         image=image,
         command=command,
         user=f"{ident.uid}:{ident.gid}",
-        group_add=ident.supplementary_gids,
+        group_add=tuple(dict.fromkeys((*ident.supplementary_gids, *dev.group_add))),
         labels=labels(env.job_id, role, env.node_name, ident.user),
         mounts=_mounts(ident, opts, cwd, job_root),
         readonly=tuple(m.target for m in map(parse_mount, opts.mounts) if m.readonly),
         working_dir=cwd,
-        environment=(
-            ("HOME", ident.home),
-            ("USER", ident.user),
-            ("LOGNAME", ident.user),
-            *extra_env,
-        ),
+        environment=tuple(environment.items()),
+        cap_add=tuple(dict.fromkeys((*ContainerSpec.cap_add, *dev.cap_add))),
         shm_size=opts.shm_size,
+        devices=dev.devices,
+        gpu_ids=dev.gpu_ids,
+        ulimits=dev.ulimits,
     )
 
 

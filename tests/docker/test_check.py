@@ -11,7 +11,16 @@ import pytest
 from launcher.testbed.jobs import as_user
 from tests.conftest import MPIDOCK
 
-CHECKS = ["image", "shell", "sshd", "ssh client", "mpirun", "add a user", "2 ranks, 2 containers"]
+CHECKS = [
+    "image",
+    "devices",
+    "shell",
+    "sshd",
+    "ssh client",
+    "mpirun",
+    "add a user",
+    "2 ranks, 2 containers",
+]
 
 
 def results(stdout: str) -> dict[str, str]:
@@ -58,7 +67,7 @@ def test_bare_debian_fails_naming_what_is_missing(client: docker.DockerClient) -
     }  # fmt: skip
     assert "cannot access '/usr/sbin/sshd'" in done.stdout
     assert "mpirun: not found" in done.stdout
-    assert done.stdout.rstrip().endswith("3 of 7 checks passed")
+    assert done.stdout.rstrip().endswith("4 of 8 checks passed")
     assert leftovers(client) == []
 
 

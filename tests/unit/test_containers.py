@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
 from docker.models.containers import _create_container_args
+from docker.types import DeviceRequest, Ulimit
 
 from launcher.containers import docker_kwargs
 from launcher.plan import ContainerSpec
@@ -24,15 +25,44 @@ SPEC = ContainerSpec(
     environment=(("HOME", "/home/alice"), ("USER", "alice")),
     shm_size="2g",
 )
+# A node with two NVIDIA GPUs and InfiniBand, as launcher.devices plans it.
+DEVICES = replace(
+    SPEC,
+    devices=("/dev/infiniband/uverbs0:/dev/infiniband/uverbs0:rwm",),
+    gpu_ids=("2", "3"),
+    ulimits=(("memlock", -1, -1),),
+    cap_add=("SYS_PTRACE", "IPC_LOCK"),
+)
 # docker-py's create() arguments that are not ContainerSpec fields.
 FIXED = {"detach": True, "stdin_open": False, "tty": False}
+# Fields docker-py knows by another name; readonly is carried by the mounts themselves.
+RENAMED = {"gpu_ids": "device_requests", "readonly": None}
+DEVICE_KWARGS = {"devices", "device_requests", "ulimits"}
 
 
 def test_every_field_of_the_spec_is_passed() -> None:
-    kwargs = docker_kwargs(SPEC)
-    # readonly is carried by the mounts themselves.
-    assert set(kwargs) == {f.name for f in fields(ContainerSpec)} - {"readonly"} | set(FIXED)
+    kwargs = docker_kwargs(DEVICES)
+    names = {RENAMED.get(f.name, f.name) for f in fields(ContainerSpec)} - {None}
+    assert set(kwargs) == names | set(FIXED)
     assert {k: kwargs[k] for k in FIXED} == FIXED
+
+
+def test_devices_only_when_planned() -> None:
+    assert not DEVICE_KWARGS & set(docker_kwargs(SPEC))
+    only_ib = replace(DEVICES, gpu_ids=())
+    assert set(docker_kwargs(only_ib)) & DEVICE_KWARGS == {"devices", "ulimits"}
+    only_gpus = replace(SPEC, gpu_ids=("0",))
+    assert set(docker_kwargs(only_gpus)) & DEVICE_KWARGS == {"device_requests"}
+
+
+def test_device_values() -> None:
+    kwargs = docker_kwargs(DEVICES)
+    assert kwargs["devices"] == ["/dev/infiniband/uverbs0:/dev/infiniband/uverbs0:rwm"]
+    assert kwargs["device_requests"] == [
+        DeviceRequest(driver="nvidia", device_ids=["2", "3"], capabilities=[["gpu"]])
+    ]
+    assert kwargs["ulimits"] == [Ulimit(name="memlock", soft=-1, hard=-1)]
+    assert kwargs["cap_add"] == ["SYS_PTRACE", "IPC_LOCK"]
 
 
 def test_values() -> None:
@@ -81,3 +111,32 @@ def test_mounts_are_binds_at_the_given_targets(created: dict[str, Any]) -> None:
         ("/home/alice", "/home/alice", "bind", False),
         ("/data", "/mnt/data", "bind", True),
     ]
+
+
+def test_docker_py_accepts_the_devices() -> None:
+    host = _create_container_args({**docker_kwargs(DEVICES), "version": "1.44"})["host_config"]
+    assert host["Devices"] == [
+        {
+            "PathOnHost": "/dev/infiniband/uverbs0",
+            "PathInContainer": "/dev/infiniband/uverbs0",
+            "CgroupPermissions": "rwm",
+        }
+    ]
+    assert host["DeviceRequests"] == [
+        {
+            "Driver": "nvidia",
+            "Count": 0,
+            "DeviceIDs": ["2", "3"],
+            "Capabilities": [["gpu"]],
+            "Options": {},
+        }
+    ]
+    assert host["Ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1}]
+    assert host["CapAdd"] == ["SYS_PTRACE", "IPC_LOCK"]
+    assert not host.get("Privileged")
+
+
+def test_no_device_settings_reach_the_engine_unplanned(created: dict[str, Any]) -> None:
+    host = created["host_config"]
+    assert not {"Devices", "DeviceRequests", "Ulimits"} & set(host)
+    assert host["CapAdd"] == ["SYS_PTRACE"]

@@ -9,19 +9,23 @@ from typing import Any
 
 import pytest
 
-from launcher import containers, entry, images, leader, network, worker
+from launcher import containers, devices, entry, images, leader, network, worker
 from launcher.cli import main
+from launcher.devices import DeviceFile, NodeDevices
 from launcher.mpi import Network
 from launcher.signals import Inbox
 from tests.unit.samples import NET, STEP, WORKER
 
 
 class Step:
-    """The Slurm variables of this process, and the interfaces MPI was offered."""
+    """The Slurm variables of this process, the interfaces MPI was offered, and the node's
+    device files (none, whatever the machine running the tests has)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.monkeypatch = monkeypatch
         self.chosen: list[tuple[list[str], str | None]] = []
+        self.devices = NodeDevices()
+        self.probed: list[Path] = []
 
     def set(self, **changes: str) -> None:
         for name in list(os.environ):
@@ -33,6 +37,10 @@ class Step:
     def choose(self, peers: list[str], iface: str | None) -> Network | None:
         self.chosen.append((list(peers), iface))
         return NET if peers or iface else None
+
+    def probe(self, root: Path) -> NodeDevices:
+        self.probed.append(root)
+        return self.devices
 
 
 def started(*_: object, **__: object) -> Any:
@@ -46,6 +54,7 @@ def step(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Step:
     fake.set()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(network, "choose", fake.choose)
+    monkeypatch.setattr(devices, "probe", fake.probe)
     for module, name in [
         (containers, "client_for_node"),
         (containers, "start"),
@@ -137,11 +146,35 @@ def test_dry_run_options_reach_the_plan(step: Step, capsys: pytest.CaptureFixtur
     ]  # fmt: skip
 
 
+def test_dry_run_shows_the_nodes_devices(
+    step: Step, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    step.devices = NodeDevices(infiniband=(DeviceFile("/dev/infiniband/uverbs0", 0),))
+    monkeypatch.setenv("UCX_TLS", "rc,sm,self")
+    plan = dry_run_json(capsys)
+    assert step.probed == [Path("/")]
+    container = plan["container"]
+    assert container["devices"] == ["/dev/infiniband/uverbs0:/dev/infiniband/uverbs0:rwm"]
+    assert container["ulimits"] == [["memlock", -1, -1]]
+    assert container["cap_add"] == ["SYS_PTRACE", "IPC_LOCK"]
+    assert container["gpu_ids"] == []
+    assert ["UCX_TLS", "rc,sm,self"] in container["environment"]
+    assert plan["mpirun"][plan["mpirun"].index("-x") + 1] == "UCX_TLS"
+    assert plan["devices"].startswith("InfiniBand: 1 devices, memlock unlimited")
+
+
+def test_dry_run_of_a_node_without_devices(step: Step, capsys: pytest.CaptureFixture[str]) -> None:
+    container = dry_run_json(capsys)["container"]
+    assert (container["devices"], container["gpu_ids"], container["ulimits"]) == ([], [], [])
+    assert container["cap_add"] == ["SYS_PTRACE"]
+
+
 def test_dry_run_text(step: Step, capsys: pytest.CaptureFixture[str]) -> None:
     assert slurm_entry("--dry-run", "--ppn", "1", "--", "./solver", "a b") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "role: leader on sim1 (job 42)"
     assert lines[1] == "nodes: sim1:1, sim2:1, sim3:1"
+    assert lines[3].startswith("devices: no GPUs, no InfiniBand; shared memory: ")
     assert lines[-1].startswith("mpirun: mpirun --np 3 --host sim1:1,sim2:1,sim3:1 ")
     assert lines[-1].endswith(" ./solver 'a b'")
 

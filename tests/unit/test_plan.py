@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from launcher.devices import DevicePlan
 from launcher.errors import UsageError
 from launcher.mpi import MpiFlavor, Network
 from launcher.plan import (
@@ -43,8 +44,12 @@ def plan_for(
     cwd: str = CWD,
     flavor: MpiFlavor | None = MpiFlavor.OPENMPI,
     network: Network | None = None,
+    devices: DevicePlan | None = None,
 ) -> LaunchPlan:
-    return build_plan(env, opts, ident, cwd=cwd, image=opts.image, flavor=flavor, network=network)
+    return build_plan(
+        env, opts, ident, cwd=cwd, image=opts.image, flavor=flavor, network=network,
+        devices=devices,
+    )  # fmt: skip
 
 
 def flag(argv: tuple[str, ...], name: str) -> str:
@@ -356,3 +361,77 @@ def test_node_left_without_ranks_by_np_starts_nothing() -> None:
     assert plan.role == "idle"
     assert plan.container is None
     assert "sim3" not in plan.workers
+
+
+# --- devices --------------------------------------------------------------------------------
+
+# Two NVIDIA GPUs and InfiniBand with the host's UCX settings, as launcher.devices plans them.
+GPU_IB = DevicePlan(
+    devices=("/dev/infiniband/uverbs0:/dev/infiniband/uverbs0:rwm",),
+    gpu_ids=("2", "3"),
+    group_add=(2000, 150),
+    cap_add=("IPC_LOCK",),
+    ulimits=(("memlock", -1, -1),),
+    environment=(("CUDA_VISIBLE_DEVICES", "0,1"), ("UCX_TLS", "rc,sm,self")),
+    forward=("UCX_TLS",),
+    summary="NVIDIA GPUs 2,3 (SLURM_STEP_GPUS) as 0,1; InfiniBand: 1 devices",
+)
+
+
+@pytest.mark.parametrize("changes", [{}, WORKER])
+def test_devices_reach_the_container_of_every_role(changes: dict[str, str]) -> None:
+    plan = plan_for(slurm(**changes), devices=GPU_IB)
+    spec = plan.container
+    assert spec is not None
+    assert spec.devices == GPU_IB.devices
+    assert spec.gpu_ids == ("2", "3")
+    assert spec.ulimits == (("memlock", -1, -1),)
+    assert spec.cap_add == ("SYS_PTRACE", "IPC_LOCK")
+    assert spec.cap_drop == ("ALL",)
+    assert spec.security_opt == ("no-new-privileges",)
+    # The user's groups first, a device group they already hold only once.
+    assert spec.group_add == (998, 2000, 150)
+    assert dict(spec.environment) == {
+        "HOME": "/home/alice", "USER": "alice", "LOGNAME": "alice",
+        "CUDA_VISIBLE_DEVICES": "0,1", "UCX_TLS": "rc,sm,self",
+    }  # fmt: skip
+    assert plan.devices == GPU_IB.summary
+    assert plan.to_dict()["container"]["gpu_ids"] == ("2", "3")
+
+
+def test_without_devices_nothing_is_passed() -> None:
+    plan = plan_for(slurm())
+    spec = plan.container
+    assert spec is not None
+    assert (spec.devices, spec.gpu_ids, spec.ulimits) == ((), (), ())
+    assert spec.cap_add == ("SYS_PTRACE",)
+    assert plan.devices == ""
+
+
+def test_fabric_settings_reach_every_rank_through_mpirun() -> None:
+    opts = replace(OPTS, env_forward=("OMP_NUM_THREADS", "UCX_TLS"))
+    argv = plan_for(slurm(), opts, devices=GPU_IB).mpirun
+    forwarded = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-x"]
+    assert forwarded == ["OMP_NUM_THREADS", "UCX_TLS"]
+    # Hydra passes mpiexec's whole environment; a -genvlist would narrow it to the list.
+    mpich = plan_for(slurm(), devices=GPU_IB, flavor=MpiFlavor.MPICH).mpirun
+    assert "-genvlist" not in mpich
+
+
+def test_fabric_settings_reach_a_job_script_mpirun() -> None:
+    opts = replace(OPTS, script="/home/alice/job.sh", command=("/bin/sh", "/home/alice/job.sh"))
+    spec = plan_for(slurm(), opts, devices=GPU_IB).container
+    assert spec is not None
+    env = dict(spec.environment)
+    assert env["OMPI_MCA_mca_base_env_list"] == "UCX_TLS"
+    assert env["UCX_TLS"] == "rc,sm,self"
+
+
+def test_the_launchers_own_variables_win_over_the_hosts() -> None:
+    host = DevicePlan(environment=(("UCX_NET_DEVICES", "mlx5_0:1"),), forward=("UCX_NET_DEVICES",))
+    opts = replace(OPTS, script="/home/alice/job.sh", command=("/bin/sh", "/home/alice/job.sh"))
+    spec = plan_for(slurm(), opts, flavor=MpiFlavor.MPICH, network=NET, devices=host).container
+    assert spec is not None
+    names = [name for name, _ in spec.environment]
+    assert len(names) == len(set(names))
+    assert dict(spec.environment)["UCX_NET_DEVICES"] == "eth0"

@@ -1,0 +1,51 @@
+"""Shared memory and single copy between ranks in one container, set up as the launcher
+sets it up: two ranks of mpidock-osu bw reach the single-copy path (Open MPI's CMA), and
+the same run without those settings is measurably slower, so this test can fail."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+
+import docker
+
+from bench import osu
+from launcher.containers import docker_kwargs, remove
+from launcher.plan import ContainerSpec
+
+BW = ["mpirun", "-np", "2", "mpidock-osu", "bw", "--max-size", "4194304",
+      "--iterations", "40", "--warmup", "5"]  # fmt: skip
+SPEC = ContainerSpec(
+    name="", image="mpidock/openmpi", command=tuple(BW), user="1501:1501", group_add=(),
+    labels=(("org.mpidock.test", "shared-memory"),), mounts=(), working_dir="/tmp",
+    environment=(("HOME", "/tmp"),), network_mode="none",
+)  # fmt: skip
+
+
+def run(client: docker.DockerClient, spec: ContainerSpec) -> str:
+    container = client.containers.create(
+        **docker_kwargs(replace(spec, name=f"mpidock-test-shm-{secrets.token_hex(3)}"))
+    )
+    try:
+        container.start()
+        assert container.wait(timeout=300)["StatusCode"] == 0, container.logs().decode()
+        return str(container.logs().decode(errors="replace"))
+    finally:
+        remove(container)
+
+
+def large(text: str) -> float:
+    """Bandwidth (MB/s) of the largest messages, from the OSU table in the output."""
+    table = "\n".join(line for line in text.splitlines() if line[:1] in "#0123456789")
+    return osu.parse(table).rows[-1][1]
+
+
+def test_single_copy_works_and_is_what_makes_large_messages_fast(
+    client: docker.DockerClient,
+) -> None:
+    with_settings = run(client, SPEC)
+    assert "Read -1" not in with_settings  # CMA's process_vm_readv refused: EPERM
+    without = run(client, replace(SPEC, cap_add=(), shm_size="64m"))
+    assert "Read -1" in without
+    fast, slow = large(with_settings), large(without)
+    assert fast > 1.2 * slow, (fast, slow)
