@@ -5,6 +5,7 @@ the same run without those settings is measurably slower, so this test can fail.
 from __future__ import annotations
 
 import secrets
+import statistics
 from dataclasses import replace
 
 import docker
@@ -34,10 +35,10 @@ def run(client: docker.DockerClient, spec: ContainerSpec) -> str:
         remove(container)
 
 
-def large(text: str) -> float:
-    """Bandwidth (MB/s) of the largest messages, from the OSU table in the output."""
+def curve(text: str) -> dict[int, float]:
+    """Bandwidth (MB/s) by message size, from the OSU table in the output."""
     table = "\n".join(line for line in text.splitlines() if line[:1] in "#0123456789")
-    return osu.parse(table).rows[-1][1]
+    return dict(osu.parse(table).rows)
 
 
 def test_single_copy_works_and_is_what_makes_large_messages_fast(
@@ -47,5 +48,8 @@ def test_single_copy_works_and_is_what_makes_large_messages_fast(
     assert "Read -1" not in with_settings  # CMA's process_vm_readv refused: EPERM
     without = run(client, replace(SPEC, cap_add=(), shm_size="64m"))
     assert "Read -1" in without
-    fast, slow = large(with_settings), large(without)
-    assert fast > 1.2 * slow, (fast, slow)
+    fast, slow = curve(with_settings), curve(without)
+    # Single copy matters from 64 KiB up (measured here: 2.3 to 9 times the bandwidth);
+    # the median over those sizes keeps one noisy size from deciding.
+    gains = [fast[size] / slow[size] for size in fast if size >= 65536]
+    assert statistics.median(gains) > 1.5, gains
