@@ -112,7 +112,7 @@ def _check_wait(plan: LaunchPlan, inbox: Inbox, deadline: float, leader: Watch, 
 class ArchiveServer(Background):
     """The leader's side of need.<node>: saves the job's image into the store, once."""
 
-    join_timeout = 1.0  # a save still running at the job's end is abandoned, never read
+    join_timeout = 5.0  # a save still running at the job's end is abandoned and removed
 
     def __init__(
         self, plan: LaunchPlan, client: docker.DockerClient, saved: dict[str, Any]
@@ -138,7 +138,7 @@ class ArchiveServer(Background):
         try:
             with Beat(job.moving_file(self.plan.node), BEAT):
                 store = ImageStore(wanted.store)
-                moved = movement.save(self.client, store, wanted, self.plan.node, say)
+                moved = movement.save(self.client, store, wanted, self.plan.node, say, self.done)
             self.saved.update(moved.to_dict())
         except ImageError as e:
             with contextlib.suppress(OSError):

@@ -11,6 +11,7 @@ Every move is measured (bytes, seconds) and long ones print progress lines.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -191,13 +192,20 @@ class Layers:
 
 
 def save(
-    client: docker.DockerClient, store: ImageStore, wanted: Wanted, node: str, say: Say
+    client: docker.DockerClient,
+    store: ImageStore,
+    wanted: Wanted,
+    node: str,
+    say: Say,
+    stop: threading.Event | None = None,
 ) -> Moved:
-    """The leader saves its image into the store once; ('saved' | 'in store', bytes, s)."""
+    """The leader saves its image into the store once; ('saved' | 'in store', bytes, s).
+
+    Setting `stop` abandons a save under way: its partial file is removed, not left."""
     started = time.monotonic()
     try:
         with _long_timeout(client):
-            chunks = client.images.get(wanted.image_id).save(chunk_size=1 << 20)
+            chunks = _until(client.images.get(wanted.image_id).save(chunk_size=1 << 20), stop)
             archive, wrote = store.write(wanted.image, wanted.image_id, chunks)
     except DockerException as e:
         raise ImageError(f"cannot save {wanted.image} into {store.root}: {e}", node=node) from e
@@ -205,6 +213,13 @@ def save(
     if wrote:
         say(f"saved to {store.root}, {human_size(archive.size)} in {seconds:.1f} s")
     return Moved("saved" if wrote else "in store", archive.size if wrote else 0, seconds)
+
+
+def _until(chunks: Iterator[bytes], stop: threading.Event | None) -> Iterator[bytes]:
+    for chunk in chunks:
+        if stop is not None and stop.is_set():
+            raise ImageError("the save was abandoned: the job no longer needs it")
+        yield chunk
 
 
 def registry_ref(registry: str, image: str) -> str:

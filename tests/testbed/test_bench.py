@@ -41,5 +41,5 @@ def test_quick_bench_writes_results_plots_and_table(tmp_path: Path) -> None:
 
     assert {p.name for p in tmp_path.iterdir()} >= PLOTS
     table = (tmp_path / "bench.md").read_text()
-    assert "Launch overhead" in table
+    assert "| launch overhead |" in table
     assert "![launch](launch.png)" in table
