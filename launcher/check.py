@@ -189,9 +189,14 @@ def _outcome(leader: Container) -> Result:
 
 
 def _start(client: docker.DockerClient, spec: ContainerSpec, hostname: str) -> Container:
+    """Create and start; a start that fails removes what it created, as containers.start."""
     kwargs = containers.docker_kwargs(spec) | {"hostname": hostname}
     container = client.containers.create(**kwargs)
-    container.start()
+    try:
+        container.start()
+    except DockerException:
+        containers.remove(container)
+        raise
     return container
 
 
