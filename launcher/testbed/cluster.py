@@ -6,6 +6,7 @@ import grp
 import os
 import pwd
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from launcher.errors import LauncherError
@@ -84,6 +85,28 @@ def ensure_slurmd(node: Node, *, restart: bool) -> bool:
         what=f"slurmd on {node.name}",
     )
     return True
+
+
+def cancel_orphaned_jobs(died: Collection[str]) -> list[str]:
+    """Cancel jobs Slurm still holds as running on nodes whose slurmd had died.
+
+    slurmctld restores its saved state: a job that was running when the testbed was killed
+    comes back RUNNING and holds its nodes, though none of its processes survived.
+    """
+    done = run(["squeue", "-h", "-t", "running,completing", "-o", "%i %N"], check=False, timeout=10)
+    orphans = []
+    for line in done.stdout.splitlines():
+        job, _, nodelist = line.strip().partition(" ")
+        if job and nodelist and set(_hostnames(nodelist)) & set(died):
+            orphans.append(job)
+    if orphans:
+        run(["scancel", *orphans], check=False, timeout=10)
+    return orphans
+
+
+def _hostnames(nodelist: str) -> list[str]:
+    done = run(["scontrol", "show", "hostnames", nodelist], check=False, timeout=10)
+    return done.stdout.split()
 
 
 def node_states(layout: Layout) -> dict[str, str]:

@@ -83,9 +83,12 @@ def _ensure_nodes(layout: Layout, client: docker.DockerClient, say: Progress) ->
             say(f"{node.name}: dockerd started at {node.address}")
         net.ensure_trap(node)
     images.ensure_on_nodes(client, layout, say)
+    died = [n.name for n in layout.nodes if not daemons.running(n.slurmd_pid, "slurmd")]
     for node in layout.nodes:
         if cluster.ensure_slurmd(node, restart=conf_changed or fresh[node]):
             say(f"{node.name}: slurmd started")
+    if orphans := cluster.cancel_orphaned_jobs(died):
+        say(f"cancelled jobs whose processes died with their nodes: {' '.join(orphans)}")
     cluster.wait_nodes_idle(layout)
     _remember(
         {"nodes": [[n.index, n.cpus] for n in layout.nodes], "user": layout.user, "uid": layout.uid}

@@ -10,8 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from launcher.testbed.layout import BRIDGE, RUN
-from tests.testbed.conftest import MPIDOCK, NODES, run, sbatch, trap_addresses
+from launcher.testbed.layout import BRIDGE, RUN, STATE
+from tests.testbed.conftest import MPIDOCK, NODES, run, sbatch, submit, trap_addresses, wait
 
 PROGRAMS = ("slurmd", "slurmctld", "munged", "dockerd", "containerd")
 
@@ -46,6 +46,10 @@ def test_down_leaves_nothing_and_up_comes_back() -> None:
 
 
 def test_up_repairs_a_testbed_whose_processes_all_died() -> None:
+    # A job running at the kill comes back RUNNING from slurmctld's saved state; up cancels it,
+    # else it would hold every node until its time limit.
+    running = submit(["-N", str(len(NODES)), "--exclusive"], "srun sleep 600", timeout=900)
+    _wait_running(running)
     victims = _testbed_pids()
     assert len(victims) >= 2 * len(NODES) + 2
     for pid in victims:
@@ -55,6 +59,7 @@ def test_up_repairs_a_testbed_whose_processes_all_died() -> None:
     assert stale.returncode != 0
     assert "down" in stale.stdout or "stopped" in stale.stdout
     _up_and_run_a_job()
+    assert wait(running, timeout=60).state == "CANCELLED"
 
 
 def _up_and_run_a_job() -> None:
@@ -65,6 +70,19 @@ def _up_and_run_a_job() -> None:
     job = sbatch(["-N", "3"], "srun hostname")
     assert job.state == "COMPLETED", job
     assert sorted(job.output.split()) == [n.name for n in NODES]
+
+
+def _wait_running(job_id: str) -> None:
+    """The job running, and saved so by slurmctld (it saves its state a while after a change)."""
+    deadline = time.monotonic() + 60
+    while run(["squeue", "-h", "-j", job_id, "-o", "%T"]).stdout.strip() != "RUNNING":
+        assert time.monotonic() < deadline, f"job {job_id} not running after 60 s"
+        time.sleep(0.2)
+    running_at = time.time()
+    saved = STATE / "slurmctld" / "job_state"
+    while not saved.exists() or saved.stat().st_mtime <= running_at:
+        assert time.monotonic() < deadline, f"slurmctld has not saved job {job_id} running"
+        time.sleep(0.2)
 
 
 def _testbed_pids() -> list[int]:
