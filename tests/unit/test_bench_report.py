@@ -224,6 +224,15 @@ def test_comm_tables_show_representative_sizes_with_ratios() -> None:
     assert "### mpi4py" in text
 
 
+def test_hpl_shows_each_repetition_and_the_native_spread_beside_the_judged_ratio() -> None:
+    hpl = {"container_gflops": 4.22, "native_gflops": 4.33,
+           "runs": {"native": [4.33, 4.43, 4.23], "container": [4.30, 4.22, 4.22]}}  # fmt: skip
+    text = "\n".join(report.hpl_lines(hpl, []))
+    assert "| 2 | 4.43 | 4.22 | 0.953 |" in text
+    assert "spread over 4.6% of their median" in text
+    assert report.hpl_run_lines({"runs": {"native": [4.3], "container": [4.2]}}) == []
+
+
 def test_every_table_is_well_formed() -> None:
     found = tables(markdown(FULL, []))
     assert len(found) == 9  # goals, launch, images, 3 comm and mpi4py, HPL, teardown, self
