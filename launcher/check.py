@@ -26,7 +26,7 @@ from docker.errors import DockerException, ImageNotFound
 from docker.models.containers import Container
 from requests.exceptions import RequestException
 
-from launcher import containers, devices, images, keys
+from launcher import containers, devices, images, jobdir
 from launcher.cache import columns
 from launcher.errors import LauncherError
 from launcher.identity import current_identity
@@ -124,7 +124,7 @@ def run_once(
 
 
 def mpi_of(client: docker.DockerClient, image: str) -> tuple[MpiFlavor | None, Result]:
-    code, text = run_once(client, image, ["/bin/sh", "-c", "mpirun --version || mpiexec --version"])
+    code, text = run_once(client, image, images.MPI_VERSION)
     if code != 0:
         return None, Result("mpirun", False, f"no mpirun or mpiexec on the PATH: {_first(text)}")
     try:
@@ -215,10 +215,12 @@ def _listening(worker: Container) -> bool:
 
 
 @contextlib.contextmanager
-def _job_dir(ident: Identity) -> Iterator[keys.JobDir]:
+def _job_dir(ident: Identity) -> Iterator[jobdir.JobDir]:
     root = Path(tempfile.mkdtemp(prefix="mpidock-check-"))
     try:
-        job = keys.create_job_dir(root / "job", hosts=["check-worker"], port=PORT, user=ident.user)
+        job = jobdir.create_job_dir(
+            root / "job", hosts=["check-worker"], port=PORT, user=ident.user
+        )
         for path in [root, *root.rglob("*")]:
             shutil.chown(path, ident.uid, ident.gid)
         yield job

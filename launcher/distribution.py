@@ -18,7 +18,7 @@ import docker
 from launcher import images, movement
 from launcher.beats import Background, Beat, Watch
 from launcher.errors import ImageError, JobEnded, NodeFailed
-from launcher.keys import JobDir
+from launcher.jobdir import JobDir
 from launcher.movement import Moved, Wanted
 from launcher.plan import LaunchPlan
 from launcher.record import human_size, read_json, write_json

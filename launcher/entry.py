@@ -15,8 +15,8 @@ from launcher import (
     devices,
     distribution,
     images,
+    jobdir,
     jobscript,
-    keys,
     leader,
     network,
     progress,
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if plan.role == "idle":
         return 0
     progress.QUIET = args.quiet
-    keys.check_root(plan.job.path.parent, ident.user, plan.node)
+    jobdir.check_root(plan.job.path.parent, ident.user, plan.node)
     inbox = Inbox().install()
     if plan.role == "worker":
         return worker.run_worker(plan, inbox)

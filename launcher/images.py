@@ -22,6 +22,8 @@ from launcher.plan import LABEL_PREFIX, Identity
 
 log = logging.getLogger(__name__)
 REPO = "mpidock-personal"
+# What names the image's MPI: its launcher's version text, on stdout.
+MPI_VERSION = ["/bin/sh", "-c", "mpirun --version 2>&1 || mpiexec --version 2>&1"]
 
 PERSONALIZE_SH = r"""set -e
 user=$1 uid=$2 gid=$3 group=$4 home=$5 shell=$6
@@ -151,10 +153,9 @@ def _build_reason(e: BuildError) -> str:
 
 def mpi_version_text(client: docker.DockerClient, tag: str, node: str) -> str:
     """`mpirun --version` (else `mpiexec --version`) run in a throwaway container."""
-    script = "mpirun --version 2>&1 || mpiexec --version 2>&1"
     try:
         out = client.containers.run(
-            tag, ["/bin/sh", "-c", script], remove=True, network_mode="none",
+            tag, MPI_VERSION, remove=True, network_mode="none",
             cap_drop=["ALL"], security_opt=["no-new-privileges"], entrypoint=[],
         )  # fmt: skip
     except DockerException as e:

@@ -15,7 +15,7 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
-from launcher import containers, keys, readiness
+from launcher import containers, jobdir, readiness
 from launcher.beats import Beat
 from launcher.errors import NodeFailed
 from launcher.plan import LaunchPlan
@@ -47,9 +47,11 @@ def heartbeat(plan: LaunchPlan) -> Beat:
     return Beat(plan.job.heartbeat, 1.0)
 
 
-def create_job(plan: LaunchPlan) -> keys.JobDir:
+def create_job(plan: LaunchPlan) -> jobdir.JobDir:
     hosts = [h.node for h in plan.nodes]
-    return keys.create_job_dir(plan.job.path, hosts=hosts, port=plan.port, user=plan.identity.user)
+    return jobdir.create_job_dir(
+        plan.job.path, hosts=hosts, port=plan.port, user=plan.identity.user
+    )
 
 
 def wait_workers(plan: LaunchPlan, run: LeaderRun, inbox: Inbox) -> None:
@@ -198,4 +200,4 @@ def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
                     continue
                 pending.discard(node)
             time.sleep(0.05)
-        keys.remove_job_dir(job.path)
+        jobdir.remove_job_dir(job.path)

@@ -12,7 +12,7 @@ from typing import Any
 
 from launcher.devices import DevicePlan
 from launcher.errors import UsageError
-from launcher.keys import JobDir
+from launcher.jobdir import JobDir
 from launcher.mpi import MpiFlavor, MpiLaunch, Network, mpirun_argv, script_env
 from launcher.slurm import NodeSlots, SlurmEnv, job_port, slots_per_node
 

@@ -11,7 +11,7 @@ import paramiko
 
 from launcher.beats import Watch
 from launcher.errors import LauncherError, NodeFailed, NodeTimeout, WorkerFailed
-from launcher.keys import JobDir
+from launcher.jobdir import JobDir
 from launcher.record import read_json
 from launcher.signals import Inbox
 

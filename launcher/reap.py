@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException
 
-from launcher import containers, keys, proc
+from launcher import containers, jobdir, proc
 from launcher.errors import LauncherError
 from launcher.plan import LABEL_PREFIX, LaunchPlan
 
@@ -94,7 +94,7 @@ def remove(client: docker.DockerClient | None, leftover: Leftover) -> None:
         LauncherError: Docker or the file system refused.
     """
     if leftover.kind == "job dir":
-        keys.remove_job_dir(Path(leftover.name))
+        jobdir.remove_job_dir(Path(leftover.name))
         return
     assert client is not None
     try:

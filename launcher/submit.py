@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         prepare_image(plan.image, parsed)
     job_id = sbatch(plan)
     print(f"mpidock: submitted job {job_id}", file=sys.stderr, flush=True)
-    print(job_id)
+    print(job_id, flush=True)  # a pipe reader learns it now, not at the job's end
     return follow(job_id) if parsed.wait else 0
 
 
@@ -179,9 +179,20 @@ def sbatch(plan: Submission) -> str:
 
 
 def follow(job_id: str) -> int:
-    """Waits for the job's end; its exit status (1 for an end without one, e.g. TIMEOUT)."""
-    while (found := job_state(job_id))[0] in ACTIVE:
-        time.sleep(POLL)
+    """Waits for the job's end; its exit status (1 for an end without one, e.g. TIMEOUT).
+
+    An interrupt stops the following only, as with sbatch --wait: the job is Slurm's.
+    """
+    try:
+        while (found := job_state(job_id))[0] in ACTIVE:
+            time.sleep(POLL)
+    except KeyboardInterrupt:
+        print(
+            f"mpidock: stopped following job {job_id}; it keeps running "
+            f"(scancel {job_id} stops it)",
+            file=sys.stderr,
+        )
+        return 130
     state, code = found
     print(f"mpidock: job {job_id} {state}, exit code {code}", file=sys.stderr)
     if state == "COMPLETED":

@@ -16,7 +16,7 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
-from launcher import containers, distribution, images, keys, reap
+from launcher import containers, distribution, images, jobdir, reap
 from launcher.beats import Watch
 from launcher.errors import JobEnded, LauncherError, NodeFailed, NodeTimeout
 from launcher.plan import LaunchPlan
@@ -170,7 +170,7 @@ def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
 def _remove_keys(plan: LaunchPlan) -> None:
     """The leader died and cannot remove the job directory; a worker does (any may)."""
     try:
-        keys.remove_job_dir(plan.job.path)
+        jobdir.remove_job_dir(plan.job.path)
     except LauncherError as e:
         print(f"mpidock: {plan.node}: {e}", file=sys.stderr)
 

@@ -32,16 +32,20 @@ def as_user(
     argv: Sequence[str], timeout: float = 300, cwd: Path | None = None, user: str = USER
 ) -> subprocess.CompletedProcess[str]:
     """argv as a test user with a clean login-like environment, as a user's shell runs it."""
-    home = home_of(user)
-    env = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={home}", f"USER={user}"]
     return subprocess.run(
-        ["runuser", "-u", user, "--", *env, *argv],
+        user_argv(argv, user),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
-        cwd=cwd or home,
+        cwd=cwd or home_of(user),
     )
+
+
+def user_argv(argv: Sequence[str], user: str = USER) -> list[str]:
+    """argv run by runuser as user, its environment only what a login would set."""
+    env = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={home_of(user)}"]
+    return ["runuser", "-u", user, "--", *env, f"USER={user}", *argv]
 
 
 @dataclass(frozen=True)

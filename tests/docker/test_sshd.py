@@ -17,7 +17,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from launcher import images, keys, readiness
+from launcher import images, jobdir, keys, readiness
 from launcher.containers import docker_kwargs
 from launcher.errors import NodeFailed, NodeTimeout
 from launcher.plan import ContainerSpec, Identity
@@ -46,19 +46,19 @@ def ident() -> Identity:
 
 
 @pytest.fixture
-def job(tmp_path: Path, ident: Identity) -> Iterator[keys.JobDir]:
+def job(tmp_path: Path, ident: Identity) -> Iterator[jobdir.JobDir]:
     port = free_port()
     root = tmp_path / "jobs"
     root.mkdir()
-    job = keys.create_job_dir(root / "7", hosts=["localhost"], port=port, user=USER)
+    job = jobdir.create_job_dir(root / "7", hosts=["localhost"], port=port, user=USER)
     for path in [tmp_path, root, *root.rglob("*")]:
         shutil.chown(path, ident.uid, ident.gid)
     yield job
-    keys.remove_job_dir(job.path)
+    jobdir.remove_job_dir(job.path)
 
 
 @pytest.fixture
-def sshd(client: docker.DockerClient, job: keys.JobDir, ident: Identity) -> Iterator[Container]:
+def sshd(client: docker.DockerClient, job: jobdir.JobDir, ident: Identity) -> Iterator[Container]:
     """The worker's container: host network, the job user, no capabilities."""
     tag, _ = images.ensure_personal(client, "mpidock/openmpi", ident, "host")
     spec = ContainerSpec(
@@ -77,12 +77,12 @@ def sshd(client: docker.DockerClient, job: keys.JobDir, ident: Identity) -> Iter
     container.remove(force=True)
 
 
-def port_of(job: keys.JobDir) -> int:
+def port_of(job: jobdir.JobDir) -> int:
     text = job.sshd_config.read_text()
     return int(next(line.split()[1] for line in text.splitlines() if line.startswith("Port ")))
 
 
-def test_handshake_with_the_job_keys_succeeds(job: keys.JobDir, sshd: Container) -> None:
+def test_handshake_with_the_job_keys_succeeds(job: jobdir.JobDir, sshd: Container) -> None:
     readiness.handshake(job, "localhost", port_of(job), USER, time.monotonic() + 20)
     sshd.reload()
     assert sshd.status == "running"
@@ -90,7 +90,7 @@ def test_handshake_with_the_job_keys_succeeds(job: keys.JobDir, sshd: Container)
     assert sshd.attrs["Config"]["User"].split(":")[0] != "0"
 
 
-def test_a_different_host_key_is_refused(job: keys.JobDir, sshd: Container) -> None:
+def test_a_different_host_key_is_refused(job: jobdir.JobDir, sshd: Container) -> None:
     readiness.handshake(job, "localhost", port_of(job), USER, time.monotonic() + 20)
     impostor = keys.new_keypair("impostor")
     forged = keys.known_hosts(["localhost"], port_of(job), impostor.public_openssh)
@@ -100,14 +100,14 @@ def test_a_different_host_key_is_refused(job: keys.JobDir, sshd: Container) -> N
     assert info.value.node == "localhost"
 
 
-def test_a_foreign_user_key_is_refused(job: keys.JobDir, sshd: Container) -> None:
+def test_a_foreign_user_key_is_refused(job: jobdir.JobDir, sshd: Container) -> None:
     readiness.handshake(job, "localhost", port_of(job), USER, time.monotonic() + 20)
     job.user_key.write_text(keys.new_keypair("stranger").private_openssh)
     with pytest.raises(NodeFailed, match="refused"):
         readiness.handshake(job, "localhost", port_of(job), USER, time.monotonic() + 10)
 
 
-def test_no_sshd_times_out_with_the_node_and_port(job: keys.JobDir) -> None:
+def test_no_sshd_times_out_with_the_node_and_port(job: jobdir.JobDir) -> None:
     with pytest.raises(NodeTimeout) as info:
         readiness.handshake(job, "localhost", port_of(job), USER, time.monotonic() + 1)
     assert str(port_of(job)) in str(info.value)

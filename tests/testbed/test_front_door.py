@@ -3,10 +3,16 @@ an #SBATCH job script whose plain mpirun reaches every node; --wait's exit statu
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
 from pathlib import Path
 
-from tests.testbed.conftest import HOME, as_user
+from launcher.testbed.jobs import user_argv
+from tests.conftest import run
+from tests.testbed.conftest import HOME, NODES, as_user, assert_nothing_left, wait
+from tests.testbed.inject import containers_of, state, until
 
 TEMPLATES = """\
 [templates.ring3]
@@ -60,6 +66,33 @@ def test_submit_waits_and_returns_the_jobs_exit_status() -> None:
     )  # fmt: skip
     assert code != 0, output + err
     assert "FAILED" in err
+
+
+def test_an_interrupted_wait_stops_following_and_leaves_the_job_running() -> None:
+    argv = ["mpidock", "submit", "--wait", "-N", "1", "--image", "mpidock/openmpi", "--",
+            "sleep", "120"]  # fmt: skip
+    follower = subprocess.Popen(
+        user_argv(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HOME
+    )
+    try:
+        assert follower.stdout is not None
+        job_id = follower.stdout.readline().strip()  # printed at once, before the following
+        assert job_id.isdigit(), job_id
+        until(lambda: bool(containers_of(job_id, NODES[0], "leader")), 60, "the job running")
+        (mpidock,) = run(["pgrep", "-P", str(follower.pid)]).stdout.split()
+        os.kill(int(mpidock), signal.SIGINT)
+        _, err = follower.communicate(timeout=30)
+    finally:
+        follower.kill()
+        follower.wait()
+    assert follower.returncode == 130, err
+    assert f"stopped following job {job_id}; it keeps running (scancel {job_id} stops it)" in err
+    assert "Traceback" not in err
+    assert state(job_id) == "RUNNING"
+    run(["scancel", job_id])
+    job = wait(job_id, timeout=60)
+    assert job.state == "CANCELLED"
+    assert_nothing_left(job)
 
 
 def test_a_template_gives_image_and_resources() -> None:

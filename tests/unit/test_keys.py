@@ -22,13 +22,11 @@ import paramiko
 import pytest
 
 from launcher.errors import JobDirError, JobDirExists, UsageError
+from launcher.jobdir import JobDir, create_job_dir, remove_job_dir
 from launcher.keys import (
-    JobDir,
     KeyPair,
-    create_job_dir,
     known_hosts,
     new_keypair,
-    remove_job_dir,
     ssh_config,
     ssh_wrapper,
     sshd_config,

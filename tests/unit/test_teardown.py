@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import keys, leader
+from launcher import jobdir, leader
 from launcher.errors import JobDirError
 from launcher.plan import LaunchPlan, Options, build_plan
 from launcher.record import write_json
@@ -72,7 +72,7 @@ def test_a_stop_signal_waits_for_no_arrival(plan: LaunchPlan) -> None:
 
 
 def test_a_directory_already_removed_by_a_worker_is_fine(plan: LaunchPlan) -> None:
-    keys.remove_job_dir(plan.job.path)
+    jobdir.remove_job_dir(plan.job.path)
     run = leader.LeaderRun()
     leader.end_job(plan, run, stopping=False)
     assert run.nodes == {}
@@ -92,10 +92,10 @@ def test_the_stop_signal_mpirun_gets(received: int | None, passed: signal.Signal
 
 
 def test_a_job_root_to_be_made_under_a_writable_parent_passes(tmp_path: Path) -> None:
-    keys.check_root(tmp_path / "a" / "b", "alice", "sim1")
+    jobdir.check_root(tmp_path / "a" / "b", "alice", "sim1")
 
 
 def test_a_file_in_the_way_of_the_job_root_is_named(tmp_path: Path) -> None:
     (tmp_path / "jobs").write_text("")
     with pytest.raises(JobDirError, match="is not a directory alice can write"):
-        keys.check_root(tmp_path / "jobs" / "deeper", "alice", "sim1")
+        jobdir.check_root(tmp_path / "jobs" / "deeper", "alice", "sim1")
