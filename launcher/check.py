@@ -93,7 +93,7 @@ def check(client: docker.DockerClient, image: str, node: str) -> list[Result]:
         results.append(user_added(client, tag, ident))
         if flavor is None or not all(r.ok for r in results):
             return [*results, Result("2 ranks, 2 containers", False, "not tried: see above")]
-        results.append(two_ranks(client, tag, ident, flavor))
+        results.append(two_ranks(client, tag, ident, flavor, node))
     finally:
         images.remove_personal(client, tag)
     return results
@@ -111,7 +111,7 @@ def run_once(
     """Exit code and output (stdout and stderr) of argv in a throwaway container."""
     container = client.containers.create(
         image, argv, network_mode="none", entrypoint=[], user=user or None,
-        cap_drop=["ALL"], security_opt=["no-new-privileges"],
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], labels={"org.mpidock.check": "probe"},
     )  # fmt: skip
     try:
         container.start()
@@ -143,7 +143,9 @@ def user_added(client: docker.DockerClient, tag: str, ident: Identity) -> Result
     return Result("add a user", ok, _first(text))
 
 
-def two_ranks(client: docker.DockerClient, tag: str, ident: Identity, flavor: MpiFlavor) -> Result:
+def two_ranks(
+    client: docker.DockerClient, tag: str, ident: Identity, flavor: MpiFlavor, node: str
+) -> Result:
     """mpirun in one container, rank 1 in another reached through the job's sshd."""
     name = f"mpidock-check-{secrets.token_hex(4)}"
     with _job_dir(ident) as job, _network(client, name) as network:
@@ -153,7 +155,10 @@ def two_ranks(client: docker.DockerClient, tag: str, ident: Identity, flavor: Mp
             labels=(("org.mpidock.check", name),), mounts=((str(job.path.parent),) * 2,),
             working_dir="/tmp", environment=(("HOME", "/tmp"),), network_mode=network,
         )  # fmt: skip
-        worker = _start(client, base, "check-worker")
+        try:
+            worker = containers.start(client, replace(base, hostname="check-worker"), node)
+        except LauncherError as e:
+            return Result("2 ranks, 2 containers", False, e.message)
         try:
             if not _listening(worker):
                 return Result("2 ranks, 2 containers", False, f"sshd: {containers.tail(worker)}")
@@ -162,8 +167,13 @@ def two_ranks(client: docker.DockerClient, tag: str, ident: Identity, flavor: Mp
                 hosts=(NodeSlots("check-leader", 1), NodeSlots("check-worker", 1)),
                 command=("hostname",),
             ))  # fmt: skip
-            leader = _start(client, replace(base, name=f"{name}-leader", command=tuple(argv)),
-                            "check-leader")  # fmt: skip
+            spec = replace(
+                base, name=f"{name}-leader", command=tuple(argv), hostname="check-leader"
+            )
+            try:
+                leader = containers.start(client, spec, node)
+            except LauncherError as e:
+                return Result("2 ranks, 2 containers", False, e.message)
             try:
                 return _outcome(leader)
             finally:
@@ -186,18 +196,6 @@ def _outcome(leader: Container) -> Result:
         "ranks ran on check-leader and check-worker" if ok else f"exit {code}: {_first(out[-500:])}"
     )
     return Result("2 ranks, 2 containers", ok, detail)
-
-
-def _start(client: docker.DockerClient, spec: ContainerSpec, hostname: str) -> Container:
-    """Create and start; a start that fails removes what it created, as containers.start."""
-    kwargs = containers.docker_kwargs(spec) | {"hostname": hostname}
-    container = client.containers.create(**kwargs)
-    try:
-        container.start()
-    except DockerException:
-        containers.remove(container)
-        raise
-    return container
 
 
 def _listening(worker: Container) -> bool:

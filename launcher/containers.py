@@ -35,6 +35,7 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "working_dir": spec.working_dir,
         "environment": dict(spec.environment),
         "network_mode": spec.network_mode,
+        "hostname": spec.hostname or None,
         "cap_drop": list(spec.cap_drop),
         "cap_add": list(spec.cap_add),
         "security_opt": list(spec.security_opt),

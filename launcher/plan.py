@@ -77,6 +77,7 @@ class ContainerSpec:
     readonly: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     network_mode: str = "host"
+    hostname: str = ""  # empty: Docker's own (the node's, on the host network)
     cap_drop: tuple[str, ...] = ("ALL",)
     # Docker's seccomp profile admits process_vm_readv/writev (MPI's single-copy shared
     # memory, CMA) only for containers holding SYS_PTRACE. It stays in the bounding set

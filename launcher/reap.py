@@ -123,11 +123,10 @@ def at_start(client: docker.DockerClient, plan: LaunchPlan) -> None:
     Slurm is asked only when something of another job is found, so a clean node costs
     one container list. Never fails the job: problems become one line on stderr.
     """
-    found = [f for f in node_leftovers(client) if f.job_id != plan.job_id]
+    found = node_leftovers(client)
     if plan.role == "leader":
         found += job_dir_leftovers(plan.job.path.parent)
-    found = [f for f in found if f.job_id != plan.job_id]
-    if not found:
+    if not any(f.job_id != plan.job_id for f in found):
         return
 
     def say(line: str) -> None:
