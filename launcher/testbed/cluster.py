@@ -12,7 +12,7 @@ from pathlib import Path
 from launcher.errors import LauncherError
 from launcher.proc import run, succeeds
 from launcher.testbed import daemons
-from launcher.testbed.layout import EPILOG, RUN, SLURM_CONF, STATE, Layout, Node
+from launcher.testbed.layout import EPILOG, OTHER_USERS, RUN, SLURM_CONF, STATE, Layout, Node
 from launcher.testbed.texts import epilog_script, slurm_conf
 
 MUNGE_PID = Path("/run/munge/munged.pid")
@@ -144,40 +144,49 @@ def wait_nodes_idle(layout: Layout) -> None:
 
 
 def ensure_user(layout: Layout) -> None:
-    """The ordinary test user, home in the shared directory, in group docker."""
+    """The ordinary test user, home in the shared directory, in group docker; then the
+    others (OTHER_USERS): the attacker of the shared-cluster tests and the rootless one."""
     extra = {"mpiproj": layout.uid + 100, "mpidata": layout.uid + 101}
     for name, gid in {layout.user: layout.uid, **extra}.items():
         if not _group(name):
             run(["groupadd", "-g", str(gid), name])
     if not shutil.which("dockerd") or not _group("docker"):
         run(["groupadd", "-r", "docker"], check=False)
-    groups = ",".join(["docker", *extra])
     layout.home.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(layout.home.parent.parent, 0o755)
     os.chmod(layout.home.parent, 0o755)
+    _ensure_one(layout.user, layout.uid, ("docker", *extra), layout.home)
+    for user in OTHER_USERS:
+        if not _group(user.name):
+            run(["groupadd", "-g", str(user.uid), user.name])
+        _ensure_one(user.name, user.uid, user.groups, layout.home.parent / user.name)
+
+
+def _ensure_one(name: str, uid: int, groups: tuple[str, ...], home: Path) -> None:
     try:
-        pwd.getpwnam(layout.user)
-        run(["usermod", "-a", "-G", groups, layout.user])
+        pwd.getpwnam(name)
+        if groups:
+            run(["usermod", "-a", "-G", ",".join(groups), name])
     except KeyError:
+        also = ["-G", ",".join(groups)] if groups else []
         run(
             [
                 "useradd",
                 "-u",
-                str(layout.uid),
+                str(uid),
                 "-g",
-                layout.user,
-                "-G",
-                groups,
+                name,
+                *also,
                 "-d",
-                str(layout.home),
+                str(home),
                 "-m",
                 "-s",
                 "/bin/bash",
-                layout.user,
+                name,
             ]
         )
-    layout.home.mkdir(mode=0o750, exist_ok=True)
-    os.chown(layout.home, layout.uid, layout.uid)
+    home.mkdir(mode=0o750, exist_ok=True)
+    os.chown(home, uid, uid)
 
 
 def _group(name: str) -> bool:

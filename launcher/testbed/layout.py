@@ -21,6 +21,20 @@ MAX_NODES = 32
 
 
 @dataclass(frozen=True)
+class TestUser:
+    """A further ordinary testbed user, home in the shared directory."""
+
+    __test__ = False
+    name: str
+    uid: int
+    groups: tuple[str, ...]
+
+
+# mpiother plays the hostile second user; mpinodocker reaches no Docker socket.
+OTHER_USERS = (TestUser("mpinodocker", 1503, ()), TestUser("mpiother", 1504, ("docker",)))
+
+
+@dataclass(frozen=True)
 class Node:
     """One simulated compute node."""
 
