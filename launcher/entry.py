@@ -26,7 +26,7 @@ from launcher import (
 from launcher.errors import LauncherError, UsageError, WorkerFailed
 from launcher.identity import current_identity
 from launcher.movement import Wanted
-from launcher.mpi import MpiFlavor, detect_flavor, display, hostfile_text
+from launcher.mpi import MpiFlavor, detect_flavor, display, forwarded_values, hostfile_text
 from launcher.plan import LaunchPlan, Options, build_plan
 from launcher.record import Timings, own_cost, runs_dir, write_json
 from launcher.signals import Inbox
@@ -111,6 +111,7 @@ def options(args: argparse.Namespace, home: str) -> Options:
     return Options(
         image=args.image, command=command, np=args.np, ppn=args.ppn, port=args.port,
         mpi_args=tuple(args.mpi_args), env_forward=tuple(args.env_forward),
+        env_values=forwarded_values(args.env_forward, os.environ),
         script=command[-1] if args.script else "", **config.option_fields(cfg),
     )  # fmt: skip
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,6 +25,29 @@ class MpiFlavor(StrEnum):
 
     OPENMPI = "openmpi"
     MPICH = "mpich"
+
+
+def forwarded_values(
+    names: Sequence[str], environ: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """The values of the variables the user forwards (-x, --env, #PBS -v), as the step has
+    them: mpirun's -x (Hydra's -genvlist) passes on mpirun's own environment, so the
+    leader's container must hold them.
+
+    Raises:
+        UsageError: a bad name, or a variable the step does not have.
+    """
+    pairs: dict[str, str] = {}
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise UsageError(f"bad environment variable name {name!r}", hint="e.g. OMP_NUM_THREADS")
+        if name not in environ:
+            raise UsageError(
+                f"-x {name}: {name} is not set where the job step started",
+                hint=f"export {name}=VALUE before sbatch/srun, or stop forwarding it",
+            )
+        pairs[name] = environ[name]
+    return tuple(pairs.items())
 
 
 def detect_flavor(version_text: str) -> MpiFlavor:

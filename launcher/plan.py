@@ -51,6 +51,8 @@ class Options:
     mpi: str = "auto"
     mpi_args: tuple[str, ...] = ()
     env_forward: tuple[str, ...] = ()
+    # The forwarded variables' values from the step's environment (mpi.forwarded_values).
+    env_values: tuple[tuple[str, str], ...] = ()
     mounts: tuple[str, ...] = ()
     job_root: str | None = None
     ready_timeout: float = 120.0
@@ -246,9 +248,11 @@ def _container(
     extra_env: tuple[tuple[str, str], ...] = (),
     dev: DevicePlan = NO_DEVICES,
 ) -> ContainerSpec:
-    # The launcher's own variables win over the host's fabric settings of the same name.
+    # The launcher's own variables win over the host's fabric settings of the same name,
+    # and both over what the user forwards; mpirun passes the leader's values to the ranks.
+    forwarded = opts.env_values if role == "leader" else ()
     environment = {
-        "HOME": ident.home, "USER": ident.user, "LOGNAME": ident.user,
+        **dict(forwarded), "HOME": ident.home, "USER": ident.user, "LOGNAME": ident.user,
         **dict(dev.environment), **dict(extra_env),
     }  # fmt: skip
     return ContainerSpec(

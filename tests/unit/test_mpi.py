@@ -7,7 +7,15 @@ from dataclasses import replace
 import pytest
 
 from launcher.errors import ImageError, UsageError
-from launcher.mpi import MpiFlavor, MpiLaunch, Network, detect_flavor, display, mpirun_argv
+from launcher.mpi import (
+    MpiFlavor,
+    MpiLaunch,
+    Network,
+    detect_flavor,
+    display,
+    forwarded_values,
+    mpirun_argv,
+)
 from launcher.slurm import NodeSlots
 
 WRAPPER = "/shared/mpidock/jobs/42/ssh"
@@ -173,3 +181,25 @@ def test_openmpi_rejects_a_wrapper_path_with_spaces() -> None:
 def test_bad_network(device: str, cidr: str) -> None:
     with pytest.raises(UsageError):
         Network(device, cidr)
+
+
+# --- forwarded variables --------------------------------------------------------------------
+
+
+def test_forwarded_values_are_the_steps_own() -> None:
+    environ = {"FOO": "two words; $x", "EMPTY": "", "OTHER": "no"}
+    assert forwarded_values(("FOO", "EMPTY", "FOO"), environ) == (
+        ("FOO", "two words; $x"),
+        ("EMPTY", ""),
+    )
+
+
+def test_forwarding_an_unset_variable_is_named() -> None:
+    with pytest.raises(UsageError, match=r"-x FOO: FOO is not set") as caught:
+        forwarded_values(("FOO",), {})
+    assert "export FOO=VALUE" in caught.value.hint
+
+
+def test_forwarding_a_bad_name_is_named() -> None:
+    with pytest.raises(UsageError, match="bad environment variable name 'A,B'"):
+        forwarded_values(("A,B",), {"A,B": "x"})

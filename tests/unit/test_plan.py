@@ -435,3 +435,16 @@ def test_the_launchers_own_variables_win_over_the_hosts() -> None:
     names = [name for name, _ in spec.environment]
     assert len(names) == len(set(names))
     assert dict(spec.environment)["UCX_NET_DEVICES"] == "eth0"
+
+
+def test_forwarded_values_reach_the_leaders_container_only() -> None:
+    opts = replace(OPTS, env_forward=("FOO", "HOME"), env_values=(("FOO", "a b"), ("HOME", "/x")))
+    leader = plan_for(slurm(), opts)
+    assert leader.container is not None
+    env = dict(leader.container.environment)
+    assert env["FOO"] == "a b"
+    assert env["HOME"] == ALICE.home  # the launcher's own value wins
+    assert leader.mpirun[leader.mpirun.index("FOO") - 1 :][:2] == ("-x", "FOO")
+    worker = plan_for(slurm(**WORKER), opts)
+    assert worker.container is not None
+    assert "FOO" not in dict(worker.container.environment)
