@@ -49,6 +49,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def testbed() -> None:
     """The running testbed and host engine, brought up (or repaired) once per session."""
-    require(os.geteuid() == 0, "the docker and testbed tiers need root", "sudo scripts/test")
+    require(os.geteuid() == 0, "the docker and testbed tiers need root", "run scripts/test as root")
     done = run([*MPIDOCK, "testbed", "up", "-N", str(NODE_COUNT)], timeout=1800)
     assert done.returncode == 0, f"testbed up failed:\n{done.stderr}"

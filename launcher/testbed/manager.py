@@ -157,7 +157,7 @@ def status() -> list[NodeStatus]:
 
 def _preflight(count: int, cpus: tuple[int, ...]) -> None:
     if os.geteuid() != 0:
-        raise TestbedError("the testbed needs root", hint="run it with sudo")
+        raise TestbedError("the testbed needs root", hint="run it as root")
     missing = sorted({pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)})
     if missing:
         raise TestbedError(
