@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -22,6 +23,8 @@ from launcher.errors import LauncherError
 from launcher.testbed import command as testbed_command
 
 log = logging.getLogger(__name__)
+# An unexpected exception: a defect of mpidock (sysexits.h calls it EX_SOFTWARE).
+INTERNAL_ERROR = 70
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,7 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(list(sys.argv[1:] if argv is None else argv))
+    return execute(parse(list(sys.argv[1:] if argv is None else argv)))
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Runs the parsed command; every error becomes one line on stderr and an exit status.
+
+    An error mpidock expects is a LauncherError with its hint. Anything else is a defect:
+    one line saying so (the traceback too with -v) and INTERNAL_ERROR, never a bare
+    traceback in front of a user.
+    """
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -65,6 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mpidock: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if args.verbose:
+            traceback.print_exc()
+        what = " ".join(str(e).split())  # one line, whatever the message holds
+        hint = "rerun with -v for the traceback and report it"
+        print(
+            f"mpidock: error: internal error: {type(e).__name__}: {what} (hint: {hint})",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
 
 
 def parse(words: list[str]) -> argparse.Namespace:

@@ -128,10 +128,10 @@ TEMPLATE_KEYS: dict[str, _Key] = {
     "cpus_per_node": _Key(parsers.count(1), "a whole number of CPUs (ranks) per node, 1 or more"),
     "gpus": _Key(parsers.count(0), "a whole number of GPUs per node, 0 or more"),
     "memory": _Key(
-        parsers.pattern(r"\d+[KMGT]?", "a size"), 'a size per node, e.g. "16G" (K, M, G, T)'
+        parsers.pattern(r"[0-9]+[KMGT]?", "a size"), 'a size per node, e.g. "16G" (K, M, G, T)'
     ),
     "time": _Key(
-        parsers.pattern(r"(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2})", "a Slurm time"),
+        parsers.pattern(r"([0-9]+-[0-9]+(:[0-9]+){0,2}|[0-9]+(:[0-9]+){0,2})", "a Slurm time"),
         'a Slurm time limit, e.g. "90", "2:00:00" or "1-12:00:00"',
     ),
     "comment": _Key(parsers.string, "a string"),

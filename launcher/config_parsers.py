@@ -57,9 +57,9 @@ def choice(*valid: str) -> Callable[[object], str]:
 def port_range(value: object) -> tuple[int, int]:
     pair: list[object] = []
     if isinstance(value, str):
-        first, sep, last = value.strip().partition("-")
-        if sep and first.strip().isdigit() and last.strip().isdigit():
-            pair = [int(first), int(last)]
+        # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+        if match := re.fullmatch(r"\s*([0-9]+)\s*-\s*([0-9]+)\s*", value):
+            pair = [int(match[1]), int(match[2])]
     elif isinstance(value, list | tuple):
         pair = list(value)
     ints = [p for p in pair if isinstance(p, int) and not isinstance(p, bool)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
     net = network.choose(peers, opts.iface) if env.is_leader and env.acts else None
     flavor = MpiFlavor(opts.mpi) if opts.mpi != "auto" else None
     # This node's own devices and environment: every node plans its own containers.
-    node_devices = devices.plan_devices(devices.probe(Path("/")), os.environ)
+    node_devices = devices.plan_devices(
+        devices.probe(Path("/")), os.environ, groups=(ident.gid, *ident.supplementary_gids)
+    )
     plan = build_plan(
         env,
         opts,
@@ -200,11 +203,7 @@ def _lead(
 def _script_command(path: str) -> tuple[str, ...]:
     """The job script run by its own interpreter (its #! line; /bin/sh without one)."""
     script = Path(path).absolute()
-    try:
-        parsed = jobscript.parse(script.read_text(), str(script))
-    except OSError as e:
-        raise UsageError(f"cannot read job script {script}: {e.strerror}") from e
-    return (*parsed.interpreter_argv, str(script))
+    return (*jobscript.load(script).interpreter_argv, str(script))
 
 
 def _mpi_version(client: Any, plan: LaunchPlan, tag: str, wanted: Wanted) -> str:
@@ -265,7 +264,7 @@ def _print_plan(plan: LaunchPlan, *, as_json: bool, assumed: bool) -> int:
 
 
 def _range(text: str) -> tuple[int, int]:
-    low, sep, high = text.partition("-")
-    if not sep or not low.isdigit() or not high.isdigit():
+    # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+    if not (match := re.fullmatch(r"([0-9]+)-([0-9]+)", text)):
         raise argparse.ArgumentTypeError(f"{text!r}: expected LOW-HIGH, e.g. 20000-29999")
-    return int(low), int(high)
+    return int(match[1]), int(match[2])

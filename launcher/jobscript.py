@@ -1,12 +1,12 @@
 """Job scripts for `mpidock submit job.sh`: their directives read as sbatch and qsub read them.
 
-Pure: text in, data out. Three kinds of directive are read, all from the script's leading
-comment block only. sbatch and qsub stop at the first line that is neither blank nor a
-comment, and so do we for all three kinds; a directive further down is not read (a note
-says so). A directive starts in column 1 with its exact, case-sensitive prefix, so
-``# SBATCH`` is an ordinary comment and an indented ``#SBATCH`` is noted and not read, as
-in sbatch. Words are split like a shell's and an unquoted ``#`` starts a comment, as in
-sbatch's own reader.
+Pure: text in, data out (`load` alone reads the file, for parse). Three kinds of
+directive are read, all from the script's leading comment block only. sbatch and qsub
+stop at the first line that is neither blank nor a comment, and so do we for all three
+kinds; a directive further down is not read (a note says so). A directive starts in
+column 1 with its exact, case-sensitive prefix, so ``# SBATCH`` is an ordinary comment
+and an indented ``#SBATCH`` is noted and not read, as in sbatch. Words are split like a
+shell's and an unquoted ``#`` starts a comment, as in sbatch's own reader.
 
 * ``#SBATCH``: Slurm options, kept verbatim in order.
 * ``#PBS``: the common Torque and PBS Pro options, translated to Slurm options by
@@ -30,7 +30,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from launcher.errors import UsageError
 from launcher.pbs import QUOTE_HINT, Line, Option, translate
 from launcher.pbs import JobScriptError as JobScriptError  # public here too
 
@@ -116,6 +118,31 @@ def parse(text: str, path: str = "job.sh") -> JobScript:
         notes=tuple(notes),
         path=path,
     )
+
+
+def load(path: Path) -> JobScript:
+    """Reads and parses the job script at path, named in messages as given.
+
+    Raises:
+        UsageError: the file cannot be read.
+        JobScriptError: it is not UTF-8 (naming the line), or parse refuses it.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(
+            f"cannot read job script {path}: {e.strerror}",
+            hint="give the path of a readable file",
+        ) from e
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        lineno = data[: e.start].count(b"\n") + 1
+        raise JobScriptError(
+            str(path), lineno, "", f"not UTF-8 text (byte 0x{data[e.start]:02x})",
+            hint=f"convert it, e.g. iconv -f latin1 -t utf-8 {shlex.quote(str(path))}",
+        ) from e  # fmt: skip
+    return parse(text, str(path))
 
 
 def to_sbatch_argv(script: JobScript, extra: Sequence[str]) -> list[str]:

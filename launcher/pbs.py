@@ -34,7 +34,9 @@ _PBS_HINT = (
     "-A account, -W depend=TYPE:JOBID[:JOBID]; write anything else as an #SBATCH line"
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_JOB_ID = re.compile(r"(\d+)(?:\.[\w.-]+)?")
+_JOB_ID = re.compile(r"([0-9]+)(?:\.[\w.-]+)?")
+# Numbers are ASCII digits only: str.isdigit and \d also take "²" or "٣", which Slurm refuses.
+_DIGITS = re.compile(r"[0-9]+")
 _MAIL = {"a": "FAIL", "b": "BEGIN", "e": "END", "n": "NONE"}
 _DEPEND = ("after", "afterok", "afternotok", "afterany")
 
@@ -144,7 +146,7 @@ def _resources(value: str | None, line: Line) -> list[Option]:
 
 
 def _nodes(spec: str, line: Line) -> list[Option]:
-    match = re.fullmatch(r"(\d+)(?::ppn=(\d+))?", spec)
+    match = re.fullmatch(r"([0-9]+)(?::ppn=([0-9]+))?", spec)
     if not match:
         raise line.error(
             f"unsupported node request nodes={spec}",
@@ -159,7 +161,7 @@ def _nodes(spec: str, line: Line) -> list[Option]:
 
 def _select(spec: str, line: Line) -> list[Option]:
     parts = spec.split(":")
-    count = _positive(parts.pop(0), "select", line) if parts[0].isdigit() else 1
+    count = _positive(parts.pop(0), "select", line) if _leads_with_count(parts[0]) else 1
     chunk: dict[str, str] = {}
     for part in parts:
         key, eq, value = part.partition("=")
@@ -179,6 +181,11 @@ def _select(spec: str, line: Line) -> list[Option]:
     if "mem" in chunk:
         options.append(Option("--mem", _memory(chunk["mem"], line), line))
     return options
+
+
+def _leads_with_count(part: str) -> bool:
+    """select=N:... starts with its count; select=ncpus=M:... has none (one chunk)."""
+    return "=" not in part
 
 
 def _threads(ncpus: int, procs: int, line: Line) -> int:
@@ -202,7 +209,7 @@ def _place(spec: str, line: Line) -> list[Option]:
 
 def _walltime(spec: str, line: Line) -> list[Option]:
     parts = spec.split(":")
-    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+    if not 1 <= len(parts) <= 3 or not all(_DIGITS.fullmatch(p) for p in parts):
         raise line.error(f"bad walltime {spec!r}", hint="write it as [[HH:]MM:]SS, e.g. 01:30:00")
     seconds = 0
     for part in parts:
@@ -218,7 +225,7 @@ def _job_memory(spec: str, line: Line) -> list[Option]:
 
 
 def _memory(spec: str, line: Line) -> str:
-    match = re.fullmatch(r"(\d+)([kmgt])b", spec, re.IGNORECASE)
+    match = re.fullmatch(r"([0-9]+)([kmgt])b", spec, re.IGNORECASE)
     if not match or not int(match[1]):
         raise line.error(
             f"bad memory size {spec!r}", hint="give a positive size in kb, mb, gb or tb, e.g. 8gb"
@@ -227,7 +234,7 @@ def _memory(spec: str, line: Line) -> str:
 
 
 def _positive(text: str, what: str, line: Line) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not _DIGITS.fullmatch(text) or int(text) < 1:
         raise line.error(f"{what} must be a positive integer, got {text!r}", hint=_PBS_HINT)
     return int(text)
 

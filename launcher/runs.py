@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ Record = dict[str, Any]
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("runs", help="list this user's run records, or show one job's")
     p.add_argument("job", nargs="?", metavar="JOBID", help="show this job's nodes and phases")
-    p.add_argument("--last", type=int, default=20, metavar="N", help="list the N newest (20)")
+    p.add_argument("--last", type=_count, default=20, metavar="N", help="list the N newest (20)")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
     p.set_defaults(run=run)
 
@@ -50,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 1 or more, got {text!r}")
+    return int(text)
+
+
 def newest(folder: Path, count: int) -> list[Record]:
     paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     readable = (r for r in map(read_json, paths) if r is not None)
@@ -60,11 +67,13 @@ def list_table(records: list[Record], now: float) -> str:
     """JOB ENDED NODES IMAGE EXIT SECONDS ERROR, one line a job."""
     lines = [("JOB", "ENDED", "NODES", "IMAGE", "EXIT", "SECONDS", "ERROR")]
     for r in records:
-        seconds = f"{r.get('ended', 0) - r.get('started', 0):.1f}"
-        error = (r.get("error") or {}).get("message", "")
+        ended, started = _number(r.get("ended")), _number(r.get("started"))
+        seconds = "-" if ended is None or started is None else f"{ended - started:.1f}"
+        error = str(_mapping(r.get("error")).get("message", ""))
+        nodes = r.get("nodes")
         lines.append((
-            str(r.get("job_id", "?")), f"{age_text(now - r.get('ended', now))} ago",
-            str(len(r.get("nodes", []))), str(r.get("image", "")),
+            str(r.get("job_id", "?")), "-" if ended is None else f"{age_text(now - ended)} ago",
+            str(len(nodes) if isinstance(nodes, list) else "-"), str(r.get("image", "")),
             str(r.get("exit_code", "")), seconds, error[:60],
         ))  # fmt: skip
     return columns(lines)
@@ -72,25 +81,49 @@ def list_table(records: list[Record], now: float) -> str:
 
 def job_table(record: Record) -> str:
     """The job's summary line, then per node: role, image path and bytes, each phase in
-    seconds, how its teardown ended and slurm-entry's peak memory."""
-    nodes = {record["leader"]["node"]: ("leader", record["leader"])}
-    nodes |= {name: ("worker", report) for name, report in record.get("workers", {}).items()}
-    phases = sorted({p for _, n in nodes.values() for p in n.get("timings", {})})
+    seconds, how its teardown ended and slurm-entry's peak memory. A record missing parts
+    (an older mpidock's, or a leader killed before writing them) shows what it has."""
+    nodes = _nodes(record)
+    phases = sorted({p for _, n in nodes.values() for p in _mapping(n.get("timings"))})
     head = ("NODE", "ROLE", "IMAGE", "BYTES", *(p.upper() for p in phases), "END", "RSS-MB")
     lines = [head]
     for name, (role, node) in nodes.items():
-        image = node.get("image") or {}
-        timings = node.get("timings", {})
+        image = _mapping(node.get("image"))
+        timings = _mapping(node.get("timings"))
         lines.append((
             name, role, str(image.get("path", "-")), str(image.get("bytes", "-")),
-            *(f"{timings[p]:.2f}" if p in timings else "-" for p in phases),
+            *(_seconds(timings.get(p)) for p in phases),
             str(node.get("teardown", "-" if role == "worker" else "")),
-            str((node.get("self") or {}).get("max_rss_mb", "-")),
+            str(_mapping(node.get("self")).get("max_rss_mb", "-")),
         ))  # fmt: skip
-    error = record.get("error")
+    error = _mapping(record.get("error"))
     summary = (
         f"job {record.get('job_id')}: {record.get('image')} ({record.get('mpi')}), "
         f"exit {record.get('exit_code')}"
         + (f", error on {error.get('node')}: {error.get('message')}" if error else "")
     )
     return summary + "\n" + columns(lines)
+
+
+def _nodes(record: Record) -> dict[str, tuple[str, Record]]:
+    """Node name -> (role, its report): the leader's first, when the record has one."""
+    nodes: dict[str, tuple[str, Record]] = {}
+    if leader := _mapping(record.get("leader")):
+        nodes[str(leader.get("node", "?"))] = ("leader", leader)
+    workers = _mapping(record.get("workers"))
+    nodes |= {str(name): ("worker", _mapping(report)) for name, report in workers.items()}
+    return nodes
+
+
+def _mapping(value: object) -> Record:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _seconds(value: object) -> str:
+    return "-" if (seconds := _number(value)) is None else f"{seconds:.2f}"

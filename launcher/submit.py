@@ -121,7 +121,7 @@ def prepare_submission(words: list[str]) -> Submission:
                 hint="mpidock submit -N 3 --image IMG -- ./app args, or mpidock submit job.sh",
             )
         path = Path(theirs.pop()).absolute()
-        script = jobscript.parse(path.read_text(), str(path))
+        script = jobscript.load(path)
         for note in script.notes:
             print(f"mpidock: {note}", file=sys.stderr)
         ours = [*script.launcher, *ours]

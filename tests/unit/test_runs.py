@@ -63,3 +63,32 @@ def test_the_command_names_a_missing_record(
     (tmp_path / "42.json").write_text(json.dumps(RECORD))
     assert main(["runs"]) == 0
     assert "lab/cfd:2.1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("last", ["-1", "0", "²", "x"])
+def test_a_bad_last_is_one_line(last: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["runs", "--last", last])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpidock: error: argument --last: expected a whole number, 1 or more")
+    assert len(err.splitlines()) == 1
+
+
+def test_a_record_without_leader_or_numbers_shows_what_it_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An older or cut-short record: no leader, odd types; the tables show dashes, no crash."""
+    monkeypatch.setenv("MPIDOCK_RUNS_DIR", str(tmp_path))
+    partial = {k: v for k, v in RECORD.items() if k != "leader"}
+    partial |= {"ended": "soon", "nodes": 3, "error": "a string, not a table"}
+    partial["workers"] = {"sim2": {"timings": {"image": "slow"}, "image": None}}
+    (tmp_path / "42.json").write_text(json.dumps(partial))
+    assert main(["runs", "42"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "job 42: lab/cfd:2.1 (openmpi), exit 0"
+    assert lines[2].split() == ["sim2", "worker", "-", "-", "-", "-", "-"]
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == [
+        "42", "-", "-", "lab/cfd:2.1", "0", "-",
+    ]  # fmt: skip

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher import jobscript
+from launcher.cli import main
 from launcher.errors import UsageError
 from launcher.submit import own_parser, prepare_submission, split
 
@@ -78,3 +80,32 @@ def test_nothing_to_run_and_no_image_are_named() -> None:
         prepare_submission(["-N", "2", "--image", "lab/cfd"])
     with pytest.raises(UsageError, match="no image to run"):
         prepare_submission(["-N", "2", "--", "./solver"])
+
+
+LATIN1 = "#!/bin/sh\n#MPIDOCK --image lab/cfd\necho 'caf\u00e9'\n".encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["submit", "--dry-run", "{job}"], ["slurm-entry", "--image", "lab/cfd", "--script", "{job}"]],
+)
+def test_a_script_not_in_utf8_is_one_line_naming_its_line(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = tmp_path / "job.sh"
+    job.write_bytes(LATIN1)
+    assert main([word.format(job=job) for word in argv]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"mpidock: error: {job}:3: not UTF-8 text (byte 0xe9) "
+        f"(hint: convert it, e.g. iconv -f latin1 -t utf-8 {job})\n"
+    )
+
+
+def test_an_unreadable_script_is_one_line(tmp_path: Path) -> None:
+    job = tmp_path / "job.sh"
+    job.mkdir()  # is_file() says no, so submit says there is nothing to run
+    with pytest.raises(UsageError, match="nothing to run"):
+        prepare_submission([str(job)])
+    with pytest.raises(UsageError, match=f"cannot read job script {job}: Is a directory"):
+        jobscript.load(job)
