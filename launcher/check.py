@@ -237,7 +237,7 @@ def _network(client: docker.DockerClient, name: str) -> Iterator[str]:
 
 def _devices() -> Result:
     """What containers on this host would get of its GPUs and fabrics (information only)."""
-    found = devices.plan_devices(devices.probe(Path("/")), os.environ)
+    found = devices.plan_devices(devices.probe(Path("/")), os.environ, groups=os.getgroups())
     return Result("devices", True, found.summary)
 
 

@@ -4,14 +4,15 @@ Facts first: `probe` lists this node's device files, the only I/O here. Then the
 `plan_devices` decides, from those files and the step's environment, what every container
 on this node gets. launcher.plan copies the result into each ContainerSpec and
 launcher.containers turns it into docker-py arguments. Nothing here is privileged: devices
-are passed one by one, and the only capability added is IPC_LOCK, for InfiniBand.
+are passed one by one, only those the libraries need, the only capability added is IPC_LOCK,
+for InfiniBand, and a device's group is added only for a user who holds it on the host.
 """
 
 from __future__ import annotations
 
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +29,10 @@ AMD_SOURCES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "ROCR_VISIBLE_DEVICES", "GPU
 NO_DEV_FILES = "NoDevFiles"
 # The first render node; the kernel numbers DRM render minors from here.
 RENDER_MINOR_BASE = 128
+# What verbs needs of /dev/infiniband: the verbs devices and the connection manager. The
+# MAD devices (umad*, issm*) send management datagrams to the fabric (issm can make the
+# port a subnet manager): nothing an MPI rank needs, so never passed.
+VERBS_FILES = ("infiniband/uverbs*", "infiniband/rdma_cm")
 
 # The host's fabric tuning that containers on an InfiniBand node receive.
 FABRIC_PREFIXES = ("UCX_", "FI_", "NCCL_", "OMPI_MCA_btl_openib_")
@@ -54,7 +59,7 @@ class NodeDevices:
     """The device files of this node that MPI, GPU and fabric libraries open.
 
     Attributes:
-        infiniband: every entry of /dev/infiniband (uverbs*, rdma_cm, umad*, issm*).
+        infiniband: the verbs files of /dev/infiniband (uverbs*, rdma_cm), no MAD files.
         kfd: /dev/kfd, the ROCm compute interface; None on nodes without AMD GPUs.
         render: the DRM render nodes /dev/dri/renderD*.
         nvidia: the /dev/nvidia* files; any of them marks an NVIDIA node.
@@ -75,8 +80,8 @@ class DevicePlan:
         gpu_ids: NVIDIA GPUs for one Docker device request (driver "nvidia"); the host's
             indices or UUIDs. Docker itself sets NVIDIA_VISIBLE_DEVICES from them for the
             NVIDIA runtime, so the plan does not.
-        group_add: the groups owning the passed device files (video, render, rdma...),
-            never root's.
+        group_add: the groups owning the passed device files (video, render, rdma...)
+            that the user holds on the host; never root's.
         cap_add: capabilities added to ContainerSpec's own (SYS_PTRACE).
         ulimits: (name, soft, hard), -1 meaning unlimited.
         environment: variables set in the containers.
@@ -103,26 +108,36 @@ def probe(root: Path = Path("/")) -> NodeDevices:
     dev = root / "dev"
     kfd = _files(dev, "kfd")
     return NodeDevices(
-        infiniband=_files(dev, "infiniband/*"),
+        infiniband=tuple(sorted((f for p in VERBS_FILES for f in _files(dev, p)), key=_by_path)),
         kfd=kfd[0] if kfd else None,
         render=_files(dev, "dri/renderD*"),
         nvidia=_files(dev, "nvidia*"),
     )
 
 
-def plan_devices(devices: NodeDevices, env: Mapping[str, str]) -> DevicePlan:
+def plan_devices(
+    devices: NodeDevices, env: Mapping[str, str], *, groups: Collection[int]
+) -> DevicePlan:
     """Decides what the containers on this node get, from its device files and the step's
     environment (usually os.environ of slurm-entry on that node).
+
+    Args:
+        devices: this node's device files (from probe).
+        env: the step's environment.
+        groups: the job user's groups on the host (primary and supplementary). A device
+            file's group is added to the containers only if it is one of them: a container
+            must not give its user a group the host does not.
 
     Raises:
         UsageError: an allocated AMD GPU is named by something other than an index.
     """
     parts = [_gpus(devices, env), _infiniband(devices, env)]
+    held = frozenset(groups)
     said = [part.summary for part in parts if part.summary] or ["no GPUs, no InfiniBand"]
     return DevicePlan(
         devices=tuple(d for part in parts for d in part.devices),
         gpu_ids=tuple(g for part in parts for g in part.gpu_ids),
-        group_add=_unique(g for part in parts for g in part.group_add),
+        group_add=_unique(g for part in parts for g in part.group_add if g in held),
         cap_add=_unique(c for part in parts for c in part.cap_add),
         ulimits=tuple(u for part in parts for u in part.ulimits),
         environment=tuple(e for part in parts for e in part.environment),
@@ -213,7 +228,7 @@ def _amd(kfd: DeviceFile, render: tuple[DeviceFile, ...], env: Mapping[str, str]
 
 
 def _infiniband(devices: NodeDevices, env: Mapping[str, str]) -> DevicePlan:
-    """Every verbs, CM and MAD device, and leave to pin all of memory for RDMA.
+    """The verbs and CM devices, and leave to pin all of memory for RDMA.
 
     The memlock limit is what lets verbs register memory: IPC_LOCK, which vendor guides
     add too, stays in the bounding set only for our non-root user under no-new-privileges.
@@ -258,6 +273,10 @@ def _files(dev: Path, pattern: str) -> tuple[DeviceFile, ...]:
         if not stat.S_ISDIR(info.st_mode):
             found.append(DeviceFile(f"/dev/{path.relative_to(dev).as_posix()}", info.st_gid))
     return tuple(found)
+
+
+def _by_path(file: DeviceFile) -> list[str | int]:
+    return _natural(Path(file.path))
 
 
 def _natural(path: Path) -> list[str | int]:

@@ -27,18 +27,16 @@ AMD = NodeDevices(
 AMD_VIDEO_KFD = NodeDevices(kfd=DeviceFile("/dev/kfd", 44), render=AMD.render)
 INFINIBAND = NodeDevices(
     infiniband=(
-        DeviceFile("/dev/infiniband/issm0", 0),
         DeviceFile("/dev/infiniband/rdma_cm", 0),
-        DeviceFile("/dev/infiniband/umad0", 0),
         DeviceFile("/dev/infiniband/uverbs0", 150),
     )
 )
 IB_DEVICES = (
-    "/dev/infiniband/issm0:/dev/infiniband/issm0:rwm",
     "/dev/infiniband/rdma_cm:/dev/infiniband/rdma_cm:rwm",
-    "/dev/infiniband/umad0:/dev/infiniband/umad0:rwm",
     "/dev/infiniband/uverbs0:/dev/infiniband/uverbs0:rwm",
 )
+# The user's groups on the host: the device groups above (video 44, render 109, rdma 150).
+HELD = (1000, 44, 109, 150)
 
 
 def passed(plan: DevicePlan) -> DevicePlan:
@@ -71,9 +69,10 @@ def test_probe_lists_device_files_at_their_host_paths(tmp_path: Path) -> None:
     )
     gid = os.getgid()
     assert probe(tmp_path) == NodeDevices(
+        # umad and issm (management datagrams, subnet manager) are never passed.
         infiniband=tuple(
             DeviceFile(f"/dev/infiniband/{name}", gid)
-            for name in ("issm0", "rdma_cm", "umad0", "uverbs2", "uverbs10")
+            for name in ("rdma_cm", "uverbs2", "uverbs10")
         ),
         kfd=DeviceFile("/dev/kfd", gid),
         render=(DeviceFile("/dev/dri/renderD128", gid), DeviceFile("/dev/dri/renderD129", gid)),
@@ -100,19 +99,22 @@ def test_probe_of_a_node_without_devices(tmp_path: Path, tree: tuple[str, ...]) 
     [{}, {"SLURM_JOB_GPUS": "0,1"}, {"UCX_TLS": "rc", "NCCL_DEBUG": "INFO", "FI_PROVIDER": "x"}],
 )
 def test_a_node_without_devices_gets_nothing(env: dict[str, str]) -> None:
-    plan = plan_devices(NodeDevices(), env)
+    plan = plan_devices(NodeDevices(), env, groups=HELD)
     assert passed(plan) == DevicePlan()
     assert plan.summary.endswith(SHARED_MEMORY)
 
 
 def test_gpus_allocated_where_no_gpu_device_exists_are_named_not_passed() -> None:
-    plan = plan_devices(NodeDevices(), {"SLURM_JOB_GPUS": "0,1"})
+    plan = plan_devices(NodeDevices(), {"SLURM_JOB_GPUS": "0,1"}, groups=HELD)
     assert "GPUs 0,1 allocated (SLURM_JOB_GPUS)" in plan.summary
     assert "none passed" in plan.summary
 
 
 def test_the_summary_of_nothing() -> None:
-    assert plan_devices(NodeDevices(), {}).summary == f"no GPUs, no InfiniBand; {SHARED_MEMORY}"
+    assert (
+        plan_devices(NodeDevices(), {}, groups=HELD).summary
+        == f"no GPUs, no InfiniBand; {SHARED_MEMORY}"
+    )
 
 
 # --- NVIDIA ---------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def test_the_summary_of_nothing() -> None:
     ],
 )
 def test_nvidia_gpus_of_the_step(env: dict[str, str], gpu_ids: tuple[str, ...]) -> None:
-    plan = plan_devices(NVIDIA, env)
+    plan = plan_devices(NVIDIA, env, groups=HELD)
     renumbered = ",".join(str(i) for i in range(len(gpu_ids)))
     assert passed(plan) == DevicePlan(
         gpu_ids=gpu_ids, environment=(("CUDA_VISIBLE_DEVICES", renumbered),)
@@ -154,14 +156,14 @@ def test_nvidia_gpus_of_the_step(env: dict[str, str], gpu_ids: tuple[str, ...]) 
     ],
 )
 def test_no_nvidia_gpus_allocated(env: dict[str, str]) -> None:
-    plan = plan_devices(NVIDIA, env)
+    plan = plan_devices(NVIDIA, env, groups=HELD)
     assert passed(plan) == DevicePlan()
     assert "CUDA_VISIBLE_DEVICES" not in dict(plan.environment)
 
 
 def test_nvidia_node_is_not_given_amd_devices() -> None:
     both = NodeDevices(nvidia=NVIDIA.nvidia, kfd=AMD.kfd, render=AMD.render)
-    plan = plan_devices(both, {"SLURM_JOB_GPUS": "0"})
+    plan = plan_devices(both, {"SLURM_JOB_GPUS": "0"}, groups=HELD)
     assert (plan.gpu_ids, plan.devices) == (("0",), ())
 
 
@@ -180,7 +182,7 @@ def test_nvidia_node_is_not_given_amd_devices() -> None:
 def test_amd_gpus_are_kfd_and_their_render_nodes(
     env: dict[str, str], minors: tuple[int, ...]
 ) -> None:
-    plan = plan_devices(AMD_VIDEO_KFD, env)
+    plan = plan_devices(AMD_VIDEO_KFD, env, groups=HELD)
     renders = tuple(f"/dev/dri/renderD{m}:/dev/dri/renderD{m}:rwm" for m in minors)
     renumbered = ",".join(str(i) for i in range(len(minors)))
     assert passed(plan) == DevicePlan(
@@ -195,25 +197,25 @@ def test_amd_gpus_are_kfd_and_their_render_nodes(
     "env", [{}, {"SLURM_JOB_GPUS": "NoDevFiles"}, {"ROCR_VISIBLE_DEVICES": ""}]
 )
 def test_amd_node_without_gpus_allocated_gets_no_render_node(env: dict[str, str]) -> None:
-    assert passed(plan_devices(AMD, env)) == DevicePlan()
+    assert passed(plan_devices(AMD, env, groups=HELD)) == DevicePlan()
 
 
 def test_amd_gpu_without_its_render_node_is_named() -> None:
-    plan = plan_devices(AMD, {"SLURM_JOB_GPUS": "1,5"})
+    plan = plan_devices(AMD, {"SLURM_JOB_GPUS": "1,5"}, groups=HELD)
     assert plan.devices == ("/dev/kfd:/dev/kfd:rwm", "/dev/dri/renderD129:/dev/dri/renderD129:rwm")
     assert dict(plan.environment) == {"ROCR_VISIBLE_DEVICES": "0"}
     assert "no render node for GPU 5" in plan.summary
 
 
 def test_amd_gpus_none_of_which_has_a_render_node_pass_nothing() -> None:
-    plan = plan_devices(AMD, {"SLURM_JOB_GPUS": "7"})
+    plan = plan_devices(AMD, {"SLURM_JOB_GPUS": "7"}, groups=HELD)
     assert passed(plan) == DevicePlan()
     assert "none passed" in plan.summary
 
 
 def test_amd_gpu_named_by_uuid_is_an_error() -> None:
     with pytest.raises(UsageError, match="AMD GPU 'GPU-4f2a'") as info:
-        plan_devices(AMD, {"ROCR_VISIBLE_DEVICES": "GPU-4f2a"})
+        plan_devices(AMD, {"ROCR_VISIBLE_DEVICES": "GPU-4f2a"}, groups=HELD)
     assert "SLURM_JOB_GPUS" in info.value.hint
 
 
@@ -240,19 +242,19 @@ NOT_FABRIC = {
 
 
 def test_infiniband_devices_memlock_and_ipc_lock() -> None:
-    plan = plan_devices(INFINIBAND, {})
+    plan = plan_devices(INFINIBAND, {}, groups=HELD)
     assert passed(plan) == DevicePlan(
         devices=IB_DEVICES,
-        # Root's group (of umad and issm) is never added.
+        # Root's group (of rdma_cm) is never added.
         group_add=(150,),
         cap_add=("IPC_LOCK",),
         ulimits=(("memlock", -1, -1),),
     )
-    assert plan.summary.startswith("InfiniBand: 4 devices, memlock unlimited;")
+    assert plan.summary.startswith("InfiniBand: 2 devices, memlock unlimited;")
 
 
 def test_infiniband_node_forwards_the_fabric_settings() -> None:
-    plan = plan_devices(INFINIBAND, {**FABRIC_ENV, **NOT_FABRIC})
+    plan = plan_devices(INFINIBAND, {**FABRIC_ENV, **NOT_FABRIC}, groups=HELD)
     names = tuple(sorted(FABRIC_ENV))
     assert plan.forward == names
     assert plan.environment == tuple((name, FABRIC_ENV[name]) for name in names)
@@ -261,7 +263,7 @@ def test_infiniband_node_forwards_the_fabric_settings() -> None:
 
 def test_gpus_and_infiniband_together() -> None:
     node = NodeDevices(nvidia=NVIDIA.nvidia, infiniband=INFINIBAND.infiniband)
-    plan = plan_devices(node, {"SLURM_STEP_GPUS": "0,1", "NCCL_IB_HCA": "mlx5_0"})
+    plan = plan_devices(node, {"SLURM_STEP_GPUS": "0,1", "NCCL_IB_HCA": "mlx5_0"}, groups=HELD)
     assert passed(plan) == DevicePlan(
         devices=IB_DEVICES,
         gpu_ids=("0", "1"),
@@ -273,3 +275,28 @@ def test_gpus_and_infiniband_together() -> None:
     )
     assert plan.summary.split("; ")[0] == "NVIDIA GPUs 0,1 (SLURM_STEP_GPUS) as 0,1"
     assert plan.summary.endswith(SHARED_MEMORY)
+
+
+# --- groups: only those the user holds on the host ---------------------------------------------
+
+
+def test_a_device_group_the_user_lacks_is_not_added() -> None:
+    # rdma (150) owns uverbs0, but this user is not in it on the host.
+    plan = plan_devices(INFINIBAND, {}, groups=(1000, 44))
+    assert plan.group_add == ()
+    assert plan.devices == IB_DEVICES
+
+
+def test_only_the_held_groups_of_several_devices_are_added() -> None:
+    # kfd belongs to video (44), the render nodes to render (109); the user holds render only.
+    plan = plan_devices(AMD_VIDEO_KFD, {"SLURM_JOB_GPUS": "0"}, groups=(1000, 109))
+    assert plan.group_add == (109,)
+    assert plan.devices == (
+        "/dev/kfd:/dev/kfd:rwm",
+        "/dev/dri/renderD128:/dev/dri/renderD128:rwm",
+    )
+
+
+def test_probe_skips_management_datagram_files_of_any_number(tmp_path: Path) -> None:
+    make(tmp_path, *(f"dev/infiniband/{n}" for n in ("umad0", "umad12", "issm0", "issm3")))
+    assert probe(tmp_path) == NodeDevices()
