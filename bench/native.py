@@ -8,16 +8,17 @@ import os
 import subprocess
 from pathlib import Path
 
+from launcher.testbed.images import DOCKERFILES
 from launcher.testbed.layout import SHARED, SUBNET
 
-SOURCES = Path(__file__).resolve().parents[1] / "dockerfiles" / "src"
+SOURCES = DOCKERFILES / "src"
 BIN = SHARED / "bench" / "bin"
 # The MPI network mpidock picks on the testbed, given to the native run as well.
 MCA = ("--mca", "btl_tcp_if_include", str(SUBNET), "--mca", "oob_tcp_if_include", str(SUBNET))
 
 
 def build(name: str, source: str) -> Path:
-    """mpicc -O2 of dockerfiles/src/<source> into the shared bin directory every node sees."""
+    """mpicc -O2 of the example images' src/<source> into the shared bin every node sees."""
     BIN.mkdir(parents=True, exist_ok=True)
     out = BIN / name
     done = subprocess.run(

@@ -1,7 +1,7 @@
 """Curves from the OSU micro-benchmarks' output and from mpi4py's pingpong benchmark.
 
 `parse` reads what OMB's osu_latency, osu_bw, osu_bcast and osu_allreduce print, and
-what the image's `mpidock-osu` prints in their place (dockerfiles/src/mpi_osu.c):
+what the image's `mpidock-osu` prints in their place (launcher/testbed/dockerfiles/src/mpi_osu.c):
 
     # OSU MPI Latency Test v7.3
     # Size          Latency (us)

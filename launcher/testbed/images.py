@@ -21,7 +21,8 @@ from launcher.testbed.layout import STATE, Layout, Node
 log = logging.getLogger(__name__)
 BASE = "debian:bookworm"
 MIRROR = "http://deb.debian.org/debian"
-DOCKERFILES = Path(__file__).resolve().parents[2] / "dockerfiles"
+# Package data, so the testbed builds its images however mpidock was installed.
+DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
 DIGEST_LABEL = "org.mpidock.context-digest"
 Progress = Callable[[str], None]
 

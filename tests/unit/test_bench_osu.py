@@ -3,7 +3,7 @@
 The golden files are real output, captured natively on a development machine (2 cores
 shared with a running testbed, Debian 12, Open MPI 4.1.4; root, hence the flag):
 
-    mpicc -O2 -o mpidock-osu dockerfiles/src/mpi_osu.c
+    mpicc -O2 -o mpidock-osu launcher/testbed/dockerfiles/src/mpi_osu.c
     mpirun --allow-run-as-root --oversubscribe -np 2 ./mpidock-osu latency    # osu_latency
     mpirun --allow-run-as-root --oversubscribe -np 2 ./mpidock-osu bw         # osu_bw
     mpirun --allow-run-as-root --oversubscribe -np 3 ./mpidock-osu bcast      # osu_bcast
