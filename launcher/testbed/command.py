@@ -43,7 +43,14 @@ def _status() -> int:
             f"{s.node.name:<6} {s.node.address:<13} {_yn(s.netns):<6} {_yn(s.dockerd):<8} "
             f"{s.slurmd:<10} {', '.join(s.images) or '-'}"
         )
+    print(f"\n{'user':<12} {'uid':<6} docker")
+    for u in manager.users():
+        print(f"{u.name:<12} {u.uid if u.uid is not None else 'absent':<6} {_yesno(u.docker)}")
     return 0 if all(s.ok for s in nodes) else 1
+
+
+def _yesno(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def _counts(text: str) -> tuple[int, ...]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 import socket
 import time
@@ -20,6 +22,7 @@ from launcher.testbed import cluster, daemons, engines, images, install, net, re
 from launcher.testbed.layout import (
     LOGS,
     MAX_NODES,
+    OTHER_USERS,
     REGISTRY,
     RUN,
     SHARED,
@@ -153,6 +156,39 @@ def status() -> list[NodeStatus]:
         )
         for n in nodes
     ]
+
+
+@dataclass(frozen=True)
+class UserStatus:
+    """One testbed user as the host knows them."""
+
+    name: str
+    uid: int | None  # None: not created (yet)
+    docker: bool  # in group docker: root-equivalent on every node
+
+
+def users() -> list[UserStatus]:
+    """The test users: the main one (saved by up, mpiuser by default) and OTHER_USERS."""
+    main = str(_saved().get("user", "mpiuser"))
+    found = []
+    for name in [main, *(u.name for u in OTHER_USERS)]:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            found.append(UserStatus(name, None, False))
+            continue
+        gids = os.getgrouplist(name, entry.pw_gid)
+        docker = any(grp.getgrgid(g).gr_name == "docker" for g in gids if _named(g))
+        found.append(UserStatus(name, entry.pw_uid, docker))
+    return found
+
+
+def _named(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return True
 
 
 def _preflight(count: int, cpus: tuple[int, ...]) -> None:

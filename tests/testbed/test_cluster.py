@@ -56,8 +56,13 @@ def test_status_lists_every_node_up_with_its_images() -> None:
             break
         time.sleep(0.2)
     assert done.returncode == 0, done.stdout
-    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:]}
+    node_part, user_part = done.stdout.split("\n\n")
+    rows = {line.split()[0]: line.split() for line in node_part.splitlines()[1:]}
     assert sorted(rows) == [n.name for n in NODES]
+    users = [line.split() for line in user_part.splitlines()[1:]]
+    assert users == [
+        ["mpiuser", "1501", "yes"], ["mpinodocker", "1503", "no"], ["mpiother", "1504", "yes"]
+    ]  # fmt: skip
     for node in NODES:
         _name, address, netns, dockerd, slurmd, *images = rows[node.name]
         assert (address, netns, dockerd, slurmd) == (node.address, "up", "up", "idle")
