@@ -4,87 +4,169 @@ name (job directories of keys), removed only once Slurm says their job has ended
 Three callers: every slurm-entry as it starts (best effort, never failing the job),
 `mpidock reap` by hand, and `mpidock reap --job ID` from a Slurm Epilog, where the job
 has ended by definition and Slurm is not asked.
+
+Other users' jobs run on the same nodes, so two rules hold whoever calls:
+- An ordinary user only ever touches their own: a container counts as theirs when its user
+  label names them AND it runs as their UID (labels are set by whoever starts a container,
+  so a label alone proves nothing); a job directory when it is a real directory they own.
+  Root (the Epilog) acts for the job's user, SLURM_JOB_UID, or for everyone by hand.
+- A job has ended only on Slurm's positive word: its state is a final one, or Slurm no
+  longer knows its id. A job squeue merely does not list (PrivateData=jobs, another
+  user's) has not ended, and neither has one Slurm could not be asked about.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
+import stat
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 from docker.errors import DockerException
+from docker.models.containers import Container
 
 from launcher import containers, jobdir, proc
-from launcher.errors import LauncherError
+from launcher.errors import CommandFailed, LauncherError
 from launcher.plan import LABEL_PREFIX, LaunchPlan
 
-# squeue's job states after which nothing of the job runs any more.
+# Slurm's job states after which nothing of the job runs any more.
 FINAL = frozenset({
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
     "OUT_OF_MEMORY", "PREEMPTED", "SPECIAL_EXIT", "TIMEOUT",
 })  # fmt: skip
-JOB_ID = re.compile(r"^\d+$")
+# What slurmctld answers for an id it no longer holds (MinJobAge after the job ended).
+UNKNOWN_JOB = "invalid job id"
+# A job directory: <job>[.<step>], the job an array ("123_4") or heterogeneous ("123+1") id.
+JOB_DIR = re.compile(r"^(\d+(?:[_+]\d+)?)(?:\.\w+)?$")
+JOB_STATE = re.compile(r"\bJobState=(\S+)")
 
 
 @dataclass(frozen=True)
 class Leftover:
-    """One thing a job left: a container on this node's engine, or a job directory."""
+    """One thing a job left: a container on this node's engine, or a job directory.
+
+    Attributes:
+        kind: "container" or "job dir".
+        job_id: the Slurm job it belongs to.
+        name: the container's name or the directory's path, for people.
+        ref: what removal acts on: the container's ID (a name may be taken again by then),
+            or the directory's path.
+    """
 
     kind: str  # "container" | "job dir"
     job_id: str
     name: str
+    ref: str = ""
 
     def describe(self) -> str:
         return f"{self.kind} {self.name} of job {self.job_id}"
 
 
-def reapable(found: Iterable[Leftover], active: set[str], spare: str = "") -> list[Leftover]:
-    """The leftovers whose job is neither active in Slurm nor the caller's own (`spare`)."""
-    return [f for f in found if f.job_id not in active and f.job_id != spare]
+@dataclass(frozen=True)
+class Caller:
+    """Whose leftovers may be touched: one user's (uid, name), or everyone's (uid None)."""
+
+    uid: int | None
+    user: str = ""
+
+    def owns_container(self, labels: Mapping[str, str], config_user: str) -> bool:
+        """Labelled as ours AND running as our UID; ours when acting for everyone."""
+        if self.uid is None:
+            return True
+        uid = config_user.partition(":")[0]
+        return labels.get(f"{LABEL_PREFIX}.user") == self.user and uid == str(self.uid)
+
+    def owns_path(self, info: os.stat_result) -> bool:
+        return self.uid is None or info.st_uid == self.uid
 
 
-def active_jobs(squeue_lines: str) -> set[str]:
-    """Job ids squeue lists in a state that is not final ("%A %T" lines)."""
-    active = set()
-    for line in squeue_lines.splitlines():
-        job_id, _, state = line.strip().partition(" ")
-        if job_id and state.strip() not in FINAL:
-            active.add(job_id)
-    return active
+def caller(env: Mapping[str, str]) -> Caller:
+    """The caller's own scope. Root acts for the job's user when Slurm names one (the
+    Epilog), else for everyone."""
+    euid = os.geteuid()
+    if euid != 0:
+        return Caller(euid, _user_name(euid))
+    job_uid = env.get("SLURM_JOB_UID", "").strip()
+    if job_uid.isdigit():
+        return Caller(int(job_uid), env.get("SLURM_JOB_USER") or _user_name(int(job_uid)))
+    return Caller(None)
 
 
-def ask_slurm() -> set[str]:
-    """The jobs Slurm still runs.
-
-    Raises:
-        LauncherError: squeue failed; then nothing may be reaped.
-    """
-    done = proc.run(
-        ["squeue", "--noheader", "--states=all", "--format=%A %T"],
-        timeout=20,
-        hint="without Slurm's answer no leftover can be told from a running job's",
-    )
-    return active_jobs(done.stdout)
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
-def node_leftovers(client: docker.DockerClient) -> list[Leftover]:
-    """Every container carrying our job label on this node's engine."""
+def reapable(found: Iterable[Leftover], ended: set[str], spare: str = "") -> list[Leftover]:
+    """The leftovers whose job Slurm says has ended, never the caller's own job (`spare`)."""
+    return [f for f in found if f.job_id in ended and f.job_id != spare]
+
+
+def job_ended(state_text: str) -> bool:
+    """Whether `scontrol show job` output shows the job in a final state."""
+    match = JOB_STATE.search(state_text)
+    return match is not None and match.group(1) in FINAL
+
+
+def ask_slurm(job_ids: Iterable[str]) -> set[str]:
+    """The jobs among job_ids that Slurm says have ended; unsure ones are left out."""
+    return {job_id for job_id in sorted(set(job_ids)) if _has_ended(job_id)}
+
+
+def _has_ended(job_id: str) -> bool:
+    try:
+        done = proc.run(["scontrol", "--oneliner", "show", "job", job_id], timeout=20)
+    except CommandFailed as e:
+        return UNKNOWN_JOB in e.stderr.lower()
+    except LauncherError:
+        return False  # no answer is no evidence
+    return job_ended(done.stdout)
+
+
+def node_leftovers(client: docker.DockerClient, owner: Caller | None = None) -> list[Leftover]:
+    """Every container carrying our job label on this node's engine that is the owner's
+    (default: the caller's own)."""
+    owner = owner or caller(os.environ)
     return [
-        Leftover("container", c.labels.get(f"{LABEL_PREFIX}.job", ""), c.name or c.id)
+        Leftover("container", c.labels.get(f"{LABEL_PREFIX}.job", ""), c.name or c.id, c.id)
         for c in containers.job_containers(client)
+        if owner.owns_container(c.labels, _config_user(c))
     ]
 
 
-def job_dir_leftovers(job_root: Path) -> list[Leftover]:
-    """Job directories under the user's job root (named by job id)."""
+def _config_user(container: Container) -> str:
+    return str((container.attrs.get("Config") or {}).get("User") or "")
+
+
+def job_dir_leftovers(job_root: Path, owner: Caller | None = None) -> list[Leftover]:
+    """Job directories under a job root (named <job>[.<step>]): real directories of the
+    owner (default: the caller) only, never what a symlink points to."""
+    owner = owner or caller(os.environ)
     try:
         entries = list(job_root.iterdir())
     except OSError:
         return []
-    return [Leftover("job dir", p.name, str(p)) for p in entries if JOB_ID.match(p.name)]
+    found = []
+    for path in entries:
+        match = JOB_DIR.match(path.name)
+        if match and _owned_dir(path, owner):
+            found.append(Leftover("job dir", match.group(1), str(path), str(path)))
+    return found
+
+
+def _owned_dir(path: Path, owner: Caller) -> bool:
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and owner.owns_path(info)
 
 
 def remove(client: docker.DockerClient | None, leftover: Leftover) -> None:
@@ -94,11 +176,11 @@ def remove(client: docker.DockerClient | None, leftover: Leftover) -> None:
         LauncherError: Docker or the file system refused.
     """
     if leftover.kind == "job dir":
-        jobdir.remove_job_dir(Path(leftover.name))
+        jobdir.remove_job_dir(Path(leftover.ref or leftover.name))
         return
     assert client is not None
     try:
-        containers.remove_named(client, leftover.name)
+        containers.remove_named(client, leftover.ref or leftover.name)
     except DockerException as e:
         raise LauncherError(f"cannot remove {leftover.describe()}: {e}") from e
 
@@ -118,24 +200,22 @@ def remove_all(
 
 
 def at_start(client: docker.DockerClient, plan: LaunchPlan) -> None:
-    """Before a job starts on a node: remove what ended jobs left there.
+    """Before a job starts on a node: remove what the user's ended jobs left there.
 
-    Slurm is asked only when something of another job is found, so a clean node costs
-    one container list. Never fails the job: problems become one line on stderr.
+    Slurm is asked only about jobs something was found of, so a clean node costs one
+    container list. Never fails the job: problems become one line on stderr.
     """
-    found = node_leftovers(client)
+    owner = caller(os.environ)
+    found = node_leftovers(client, owner)
     if plan.role == "leader":
-        found += job_dir_leftovers(plan.job.path.parent)
-    if not any(f.job_id != plan.job_id for f in found):
+        found += job_dir_leftovers(plan.job.path.parent, owner)
+    others = {f.job_id for f in found if f.job_id != plan.job_id}
+    if not others:
         return
 
     def say(line: str) -> None:
         print(f"mpidock: {plan.node}: {line}", file=sys.stderr)
 
-    try:
-        doomed = reapable(found, ask_slurm(), spare=plan.job_id)
-    except LauncherError as e:
-        say(f"leftovers not reaped: {e}")
-        return
+    doomed = reapable(found, ask_slurm(others), spare=plan.job_id)
     for failure in remove_all(client, doomed, say):
         say(failure)

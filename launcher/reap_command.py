@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         if args.job:
             doomed = [f for f in found if f.job_id == args.job]
         else:
-            doomed = reap.reapable(found, reap.ask_slurm())
+            doomed = reap.reapable(found, reap.ask_slurm({f.job_id for f in found}))
         return _act(client, doomed, node, args.job, dry_run=args.dry_run)
     finally:
         client.close()

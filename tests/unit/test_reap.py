@@ -1,56 +1,163 @@
-"""Which leftovers may go: Slurm's answer read, running jobs spared, job dirs by name."""
+"""Which leftovers may go: only the caller's own, and only of jobs Slurm says have ended."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
-from launcher.reap import Leftover, active_jobs, job_dir_leftovers, reapable
+import docker
+import pytest
 
-SQUEUE = """\
-101 COMPLETED
-102 RUNNING
-103 COMPLETING
-104 PENDING
-105 CANCELLED
-106 TIMEOUT
-107 SUSPENDED
-108 NODE_FAIL
-"""
+from launcher.reap import (
+    Caller,
+    Leftover,
+    caller,
+    job_dir_leftovers,
+    job_ended,
+    node_leftovers,
+    reapable,
+)
 
-
-def test_active_jobs_are_those_not_in_a_final_state() -> None:
-    assert active_jobs(SQUEUE) == {"102", "103", "104", "107"}
-
-
-def test_active_jobs_of_an_empty_queue() -> None:
-    assert active_jobs("") == set()
-    assert active_jobs("\n  \n") == set()
+ME = Caller(1501, "mpiuser")
 
 
-def test_reapable_spares_running_jobs_and_the_callers_own() -> None:
+@pytest.mark.parametrize(
+    ("text", "ended"),
+    [
+        ("JobId=101 JobName=wrap UserId=mpiuser(1501) JobState=COMPLETED Reason=None", True),
+        ("JobId=105 JobState=CANCELLED Reason=None Dependency=(null)", True),
+        ("JobId=106 JobState=TIMEOUT Reason=TimeLimit", True),
+        ("JobId=108 JobState=NODE_FAIL Reason=NodeDown", True),
+        ("JobId=102 JobState=RUNNING Reason=None", False),
+        ("JobId=103 JobState=COMPLETING Reason=None", False),  # its processes may still run
+        ("JobId=104 JobState=PENDING Reason=Resources", False),
+        ("JobId=107 JobState=SUSPENDED Reason=None", False),
+        ("", False),  # no answer is no evidence
+        ("No jobs in the system", False),
+    ],
+)
+def test_a_job_has_ended_only_in_a_final_state(text: str, ended: bool) -> None:
+    assert job_ended(text) is ended
+
+
+def test_reapable_takes_only_ended_jobs_and_never_the_callers_own() -> None:
     found = [
         Leftover("container", "101", "mpidock-101-leader-sim1"),
-        Leftover("container", "102", "mpidock-102-worker-sim1"),
-        Leftover("container", "200", "mpidock-200-worker-sim1"),  # Slurm forgot it: ended
-        Leftover("job dir", "105", "/home/u/.mpidock/jobs/105"),
-        Leftover("job dir", "300", "/home/u/.mpidock/jobs/300"),
+        Leftover("container", "102", "mpidock-102-worker-sim1"),  # running, or not visible
+        Leftover("job dir", "105", "/home/u/.mpidock/jobs/u/105.0"),
+        Leftover("job dir", "300", "/home/u/.mpidock/jobs/u/300.0"),
     ]
-    doomed = reapable(found, active_jobs(SQUEUE), spare="300")
-    assert [f.job_id for f in doomed] == ["101", "200", "105"]
+    doomed = reapable(found, ended={"101", "105", "300"}, spare="300")
+    assert [f.job_id for f in doomed] == ["101", "105"]
 
 
-def test_job_dirs_are_found_by_a_job_id_name_only(tmp_path: Path) -> None:
-    for name in ("41", "42", "notes", "43.partial", ".hidden"):
+# --- whose containers ---------------------------------------------------------------------------
+
+OWN_LABEL = {"org.mpidock.job": "7", "org.mpidock.user": "mpiuser"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "config_user", "ours"),
+    [
+        (OWN_LABEL, "1501:1501", True),
+        (OWN_LABEL, "1501", True),
+        # The attacker labels his own container with the victim's name: his UID gives it away.
+        (OWN_LABEL, "1504:1504", False),
+        # Running as our UID but labelled as another user's: not ours to judge.
+        ({**OWN_LABEL, "org.mpidock.user": "mpiother"}, "1501:1501", False),
+        ({"org.mpidock.job": "7"}, "1501:1501", False),
+        (OWN_LABEL, "", False),  # root in the container: never an mpidock container of ours
+        (OWN_LABEL, "mpiuser", False),  # we always run by number
+    ],
+)
+def test_a_user_owns_a_container_by_label_and_uid(
+    labels: dict[str, str], config_user: str, ours: bool
+) -> None:
+    assert ME.owns_container(labels, config_user) is ours
+
+
+def test_acting_for_everyone_owns_every_container() -> None:
+    assert Caller(None).owns_container({}, "1504:1504")
+
+
+def test_root_acts_for_the_jobs_user_in_an_epilog_and_for_everyone_by_hand() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    assert caller({"SLURM_JOB_UID": "1501", "SLURM_JOB_USER": "mpiuser"}) == ME
+    assert caller({}) == Caller(None)
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    name: str
+    labels: dict[str, str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FakeContainers:
+    found: list[FakeContainer]
+    filters: list[dict[str, str]] = field(default_factory=list)
+
+    def list(self, all: bool, filters: dict[str, str]) -> list[FakeContainer]:
+        self.filters.append(filters)
+        return self.found
+
+
+@dataclass
+class FakeClient:
+    containers: FakeContainers
+
+
+def test_node_leftovers_are_the_callers_containers_by_id() -> None:
+    found = [
+        FakeContainer("aa", "mpidock-7-worker-sim1", OWN_LABEL, {"Config": {"User": "1501:1501"}}),
+        FakeContainer("bb", "mpidock-8-worker-sim1", OWN_LABEL, {"Config": {"User": "1504:1504"}}),
+        FakeContainer("cc", "mpidock-9-worker-sim1", {"org.mpidock.job": "9"}, {"Config": {}}),
+    ]
+    client = FakeClient(FakeContainers(found))
+    leftovers = node_leftovers(cast(docker.DockerClient, client), ME)
+    assert leftovers == [Leftover("container", "7", "mpidock-7-worker-sim1", "aa")]
+    assert client.containers.filters == [{"label": "org.mpidock.job"}]
+
+
+# --- whose job directories ----------------------------------------------------------------------
+
+
+def test_job_dirs_are_found_by_a_job_or_step_name_only(tmp_path: Path) -> None:
+    for name in ("41", "42.0", "43_2.batch", "44+1.3", "notes", "43.partial-x", ".hidden"):
         (tmp_path / name).mkdir()
-    found = job_dir_leftovers(tmp_path)
-    assert sorted(f.job_id for f in found) == ["41", "42"]
+    found = job_dir_leftovers(tmp_path, Caller(os.getuid()))
+    assert sorted((f.job_id, Path(f.ref).name) for f in found) == [
+        ("41", "41"),
+        ("42", "42.0"),
+        ("43_2", "43_2.batch"),
+        ("44+1", "44+1.3"),
+    ]
     assert {f.kind for f in found} == {"job dir"}
 
 
+def test_job_dirs_of_others_files_and_symlinks_are_never_leftovers(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "jobs"
+    root.mkdir()
+    (root / "51").symlink_to(elsewhere)  # planted: removing it would remove "elsewhere"
+    (root / "52").write_text("not a directory")
+    (root / "53").mkdir()
+    found = job_dir_leftovers(root, Caller(os.getuid() + 1))  # someone else's view
+    assert found == []
+    mine = job_dir_leftovers(root, Caller(os.getuid()))
+    assert [f.job_id for f in mine] == ["53"]
+
+
 def test_a_missing_job_root_has_no_leftovers(tmp_path: Path) -> None:
-    assert job_dir_leftovers(tmp_path / "absent") == []
+    assert job_dir_leftovers(tmp_path / "absent", ME) == []
 
 
 def test_a_leftover_describes_itself() -> None:
-    leftover = Leftover("container", "7", "mpidock-7-worker-sim2")
+    leftover = Leftover("container", "7", "mpidock-7-worker-sim2", "aa")
     assert leftover.describe() == "container mpidock-7-worker-sim2 of job 7"
