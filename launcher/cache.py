@@ -30,7 +30,7 @@ from launcher.record import human_size, read_json
 BASE_LABEL = f"{LABEL_PREFIX}.personal.base"
 USER_LABEL = f"{LABEL_PREFIX}.personal.user"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-DURATION = re.compile(r"(\d+)([smhdw])")
+DURATION = re.compile(r"([0-9]+)([smhdw])")  # ASCII digits: \d would take "٣" too
 ARCHIVE = re.compile(r"[0-9a-f]{64}\.tar")
 # A dot file is a writer's write in progress; untouched for a day, it is a dead writer's.
 # Lock files stay: their mtime does not tell whether a writer holds them now.
@@ -214,11 +214,6 @@ def columns(lines: Sequence[tuple[str, ...]]) -> str:
 
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def store_dir(option: str | None, environ: Mapping[str, str], home: str) -> Path:
-    """--image-store, else $MPIDOCK_IMAGE_STORE, else ~/.mpidock/images."""
-    return Path(option or environ.get("MPIDOCK_IMAGE_STORE") or Path(home) / ".mpidock" / "images")
 
 
 def list_images(client: docker.DockerClient) -> list[Row]:

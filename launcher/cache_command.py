@@ -7,13 +7,13 @@ import json
 import os
 import socket
 import time
+from pathlib import Path
 
 import docker
 
-from launcher import cache, containers
-from launcher.identity import current_identity
+from launcher import cache, config, containers
 
-STORE_HELP = "the shared image store (default $MPIDOCK_IMAGE_STORE, else ~/.mpidock/images)"
+STORE_HELP = "the shared image store (default: the image_store setting, see mpidock config)"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     older = cache.parse_duration(args.older_than) if args.verb == "prune" else None
-    store = cache.store_dir(args.image_store, os.environ, current_identity().home)
+    store = Path(config.for_command(args).image_store)
     node = socket.gethostname()
     client = containers.client_for_node(node)
     try:

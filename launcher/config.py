@@ -48,6 +48,7 @@ from typing import Any
 from launcher import config_parsers as parsers
 from launcher.config_parsers import key_line as key_line  # public here too
 from launcher.errors import LauncherError, UsageError
+from launcher.identity import current_identity
 from launcher.mpi import MpiFlavor
 
 SITE_FILE = "/etc/mpidock/config.toml"
@@ -188,6 +189,17 @@ def load(env: Mapping[str, str], given: Mapping[str, object], home: str) -> Conf
     for key in ("job_root", "image_store"):
         values[key] = _expand(values[key], home)
     return Config(**values, sources=sources, templates=templates, files=tuple(files))
+
+
+def for_command(args: argparse.Namespace | None = None) -> Config:
+    """The configuration a command runs with, resolved one way for every command: site
+    file, user file, MPIDOCK_* variables, then the configuration options set in args.
+
+    Home is the passwd entry's, not $HOME: slurm-entry runs under srun, where $HOME may be
+    the submit host's or unset, and every command must find the same files and defaults.
+    """
+    given = given_options(args) if args is not None else {}
+    return load(os.environ, given, current_identity().home)
 
 
 def site_path(env: Mapping[str, str]) -> str:

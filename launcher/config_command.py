@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from launcher import config
 from launcher.config import Config, Template
-from launcher.identity import current_identity
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,19 +25,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = _load()
+    cfg = config.for_command()
     print(json.dumps(config_json(cfg), indent=2) if args.json else config_table(cfg))
     return 0
 
 
 def run_templates(args: argparse.Namespace) -> int:
-    cfg = _load()
+    cfg = config.for_command()
     print(json.dumps(templates_json(cfg), indent=2) if args.json else templates_table(cfg))
     return 0
-
-
-def _load() -> Config:
-    return config.load(os.environ, {}, os.environ.get("HOME") or current_identity().home)
 
 
 def config_table(cfg: Config) -> str:

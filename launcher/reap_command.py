@@ -9,9 +9,8 @@ from pathlib import Path
 
 import docker
 
-from launcher import containers, reap
+from launcher import config, containers, reap
 from launcher.errors import LauncherError
-from launcher.identity import current_identity
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,14 +22,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "as a Slurm Epilog runs it, that job's are removed without asking Slurm.",
     )
     p.add_argument("--job", metavar="ID", help="only this job, taken as ended (for an Epilog)")
-    p.add_argument("--job-root", metavar="DIR", help="job directories (default ~/.mpidock/jobs)")
+    p.add_argument(
+        "--job-root", metavar="DIR",
+        help="job directories (default: the job_root setting, see mpidock config)",
+    )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print what would go; remove nothing")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-    root = Path(args.job_root or Path(current_identity().home) / ".mpidock" / "jobs")
+    root = Path(config.for_command(args).job_root)
     client = containers.client_for_node(node)
     try:
         found = reap.node_leftovers(client) + reap.job_dir_leftovers(root)

@@ -13,7 +13,6 @@ the command line wins over both, a template's defaults lose to everything.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import socket
@@ -130,7 +129,7 @@ def prepare_submission(words: list[str]) -> Submission:
     defaults: list[str] = []
     image = parsed.image or ""
     if parsed.template:
-        cfg = config.load(os.environ, {}, current_identity().home)
+        cfg = config.for_command()
         defaults, template_image = config.template_defaults(config.template(cfg, parsed.template))
         image = image or template_image
     if not image:
@@ -159,7 +158,7 @@ def prepare_image(image: str, parsed: argparse.Namespace) -> None:
             print(f"mpidock: {image} is not here: the nodes get it", file=sys.stderr)
             return
         ident = current_identity()
-        cfg = config.load(os.environ, config.given_options(parsed), ident.home)
+        cfg = config.for_command(parsed)
         images.ensure_personal(client, image_id, ident, node, image)
         store = ImageStore(cfg.image_store)
         if store.find(image_id) is None:

@@ -11,9 +11,12 @@ from textwrap import dedent
 import pytest
 
 from launcher import config, config_command
+from launcher.cli import parse
 from launcher.config import Config, ConfigError, Template, key_line
 from launcher.errors import UsageError
+from launcher.identity import current_identity
 from launcher.plan import Options
+from launcher.submit import own_parser
 
 Golden = Callable[[str, str], None]
 HOME = "/home/ada"
@@ -397,9 +400,25 @@ def test_config_command_table(
     tmp_path: Path,
     golden: Golden,
 ) -> None:
+    # Every default path is under the passwd home, which differs by who runs the test.
     write(files[0], 'job_root = "/shared/jobs"\nmounts = ["/scratch", "/ref:/ref:ro"]\n')
+    monkeypatch.setenv("MPIDOCK_IMAGE_STORE", "/shared/images")
     monkeypatch.setenv("MPIDOCK_GRACE", "2.5")
     golden("config.table", run_command(["config"], capsys, tmp_path))
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_config_command_uses_the_passwd_home_not_home(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """As slurm-entry does: under srun $HOME may be the submit host's, or unset."""
+    home = current_identity().home
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("MPIDOCK_USER_CONFIG")
+    data = json.loads(run_command(["config", "--json"], capsys, tmp_path))
+    assert data["files"][1]["path"] == f"{home}/.config/mpidock/config.toml"
+    assert data["keys"]["job_root"]["value"] == f"{home}/.mpidock/jobs"
+    assert data["keys"]["image_store"]["value"] == f"{home}/.mpidock/images"
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -449,3 +468,34 @@ def test_templates_command_without_any(capsys: pytest.CaptureFixture[str], tmp_p
     out = run_command(["templates"], capsys, tmp_path)
     assert out == "no templates: declare them as [templates.NAME] in <tmp>/site.toml or " \
         "<tmp>/user.toml\n"  # fmt: skip
+
+
+# --- every command resolves settings one way -----------------------------------------------
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize(
+    ("argv", "key", "value"),
+    [(["images"], "image_store", "/site/images"),
+     (["images", "prune", "--older-than", "7d"], "image_store", "/site/images"),
+     (["images", "--image-store", "/x", "prune", "--older-than", "1d"], "image_store", "/x"),
+     (["images", "prune", "--older-than", "1d", "--image-store", "/y"], "image_store", "/y"),
+     (["reap"], "job_root", "/user/jobs"),
+     (["reap", "--job-root", "/opt/jobs"], "job_root", "/opt/jobs"),
+     (["submit", "--image-store", "/opt/z"], "image_store", "/opt/z")],
+)  # fmt: skip
+def test_each_command_reads_files_then_its_options(
+    files: tuple[Path, Path], argv: list[str], key: str, value: str
+) -> None:
+    write(files[0], 'image_store = "/site/images"\njob_root = "/site/jobs"\n')
+    write(files[1], 'job_root = "/user/jobs"\n')
+    args = parse(argv)
+    if argv[0] == "submit":  # submit sorts its words itself: its own parser reads ours
+        args = own_parser().parse_args(args.words)
+    assert getattr(config.for_command(args), key) == value
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_a_bad_option_of_any_command_is_named(files: tuple[Path, Path]) -> None:
+    with pytest.raises(ConfigError, match="option --image-store: expected an absolute path"):
+        config.for_command(parse(["images", "--image-store", "relative"]))
