@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import tempfile
@@ -28,7 +29,7 @@ from requests.exceptions import RequestException
 
 from launcher import containers, devices, images, jobdir
 from launcher.cache import columns
-from launcher.errors import LauncherError
+from launcher.errors import DockerUnavailable, LauncherError
 from launcher.identity import current_identity
 from launcher.mpi import MpiFlavor, MpiLaunch, detect_flavor, mpirun_argv
 from launcher.plan import ContainerSpec, Identity
@@ -52,14 +53,30 @@ class Result:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="check that an image can run under mpidock (for vendors)")
     p.add_argument("image", help="the image to check, present on this host's engine")
+    p.add_argument(
+        "--timeout", type=_timeout, default=RUN_TIMEOUT, metavar="SECONDS",
+        help=f"how long each probe and the 2-rank run may take ({RUN_TIMEOUT:g})",
+    )  # fmt: skip
     p.set_defaults(run=run)
+
+
+def _timeout(text: str) -> float:
+    if not re.fullmatch(r"[0-9]+(\.[0-9]*)?", text) or float(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return float(text)
 
 
 def run(args: argparse.Namespace) -> int:
     node = socket.gethostname()
     client = containers.client_for_node(node)
     try:
-        results = check(client, args.image, node)
+        results = check(client, args.image, node, args.timeout)
+    except (DockerException, RequestException) as e:
+        # The engine itself failed or stopped answering (a probe's own hang is a FAIL row).
+        raise DockerUnavailable(
+            f"the Docker engine failed during the check: {_one_line(e)}", node=node,
+            hint="is dockerd healthy (docker info)? Rerun the check when it is",
+        ) from e  # fmt: skip
     finally:
         client.close()
     print(table(results))
@@ -73,16 +90,19 @@ def table(results: list[Result]) -> str:
     return columns(lines) + f"\n{passed} of {len(results)} checks passed"
 
 
-def check(client: docker.DockerClient, image: str, node: str) -> list[Result]:
+def check(
+    client: docker.DockerClient, image: str, node: str, timeout: float = RUN_TIMEOUT
+) -> list[Result]:
+    """Every check in turn; timeout bounds each probe and the 2-rank run."""
     try:
         client.images.get(image)
     except ImageNotFound:
         return [Result("image", False, f"{image} is not on this host's engine (docker pull?)")]
     results = [Result("image", True, image), _devices()]
-    results.append(probe(client, image, "shell", ["/bin/sh", "-c", "echo /bin/sh"]))
-    results.append(probe(client, image, "sshd", ["/bin/sh", "-c", "ls /usr/sbin/sshd"]))
-    results.append(probe(client, image, "ssh client", ["/bin/sh", "-c", "ssh -V"]))
-    flavor, found = mpi_of(client, image)
+    results.append(probe(client, image, "shell", ["/bin/sh", "-c", "echo /bin/sh"], timeout))
+    results.append(probe(client, image, "sshd", ["/bin/sh", "-c", "ls /usr/sbin/sshd"], timeout))
+    results.append(probe(client, image, "ssh client", ["/bin/sh", "-c", "ssh -V"], timeout))
+    flavor, found = mpi_of(client, image, timeout)
     results.append(found)
     ident = _identity()
     try:
@@ -90,41 +110,50 @@ def check(client: docker.DockerClient, image: str, node: str) -> list[Result]:
     except LauncherError as e:
         return [*results, Result("add a user", False, e.message)]
     try:
-        results.append(user_added(client, tag, ident))
+        results.append(user_added(client, tag, ident, timeout))
         if flavor is None or not all(r.ok for r in results):
             return [*results, Result("2 ranks, 2 containers", False, "not tried: see above")]
-        results.append(two_ranks(client, tag, ident, flavor, node))
+        results.append(two_ranks(client, tag, ident, flavor, node, timeout))
     finally:
         images.remove_personal(client, tag)
     return results
 
 
-def probe(client: docker.DockerClient, image: str, name: str, argv: list[str]) -> Result:
+def probe(
+    client: docker.DockerClient, image: str, name: str, argv: list[str], timeout: float
+) -> Result:
     """argv in a throwaway container of image: its first output line, or why it failed."""
-    code, out = run_once(client, image, argv)
+    code, out = run_once(client, image, argv, timeout)
     return Result(name, code == 0, _first(out) or f"exit {code}, no output")
 
 
 def run_once(
-    client: docker.DockerClient, image: str, argv: list[str], user: str = ""
+    client: docker.DockerClient, image: str, argv: list[str], timeout: float, user: str = ""
 ) -> tuple[int, str]:
-    """Exit code and output (stdout and stderr) of argv in a throwaway container."""
+    """Exit code and output (stdout and stderr) of argv in a throwaway container; -1 and
+    why when it failed or was still running after timeout seconds (then it is killed)."""
     container = client.containers.create(
         image, argv, network_mode="none", entrypoint=[], user=user or None,
         cap_drop=["ALL"], security_opt=["no-new-privileges"], labels={"org.mpidock.check": "probe"},
     )  # fmt: skip
     try:
         container.start()
-        code = int(container.wait(timeout=RUN_TIMEOUT).get("StatusCode", -1))
+        code = int(container.wait(timeout=timeout).get("StatusCode", -1))
         return code, container.logs(stdout=True, stderr=True).decode(errors="replace")
+    except RequestException:  # docker-py's wait gives up with ReadTimeout or ConnectionError
+        return -1, f"`{_shown(argv)}` still running after {timeout:g} s"
     except DockerException as e:
         return -1, str(e)
     finally:
         containers.remove(container)
 
 
-def mpi_of(client: docker.DockerClient, image: str) -> tuple[MpiFlavor | None, Result]:
-    code, text = run_once(client, image, images.MPI_VERSION)
+def mpi_of(
+    client: docker.DockerClient, image: str, timeout: float
+) -> tuple[MpiFlavor | None, Result]:
+    code, text = run_once(client, image, images.MPI_VERSION, timeout)
+    if code == -1:  # it hung, or the engine refused: run_once says which
+        return None, Result("mpirun", False, _first(text))
     if code != 0:
         return None, Result("mpirun", False, f"no mpirun or mpiexec on the PATH: {_first(text)}")
     try:
@@ -136,15 +165,20 @@ def mpi_of(client: docker.DockerClient, image: str) -> tuple[MpiFlavor | None, R
     return flavor, Result("mpirun", True, detail)
 
 
-def user_added(client: docker.DockerClient, tag: str, ident: Identity) -> Result:
+def user_added(client: docker.DockerClient, tag: str, ident: Identity, timeout: float) -> Result:
     """The personalized image knows the user: `id` as that UID names it."""
-    code, text = run_once(client, tag, ["id"], user=f"{ident.uid}:{ident.gid}")
+    code, text = run_once(client, tag, ["id"], timeout, user=f"{ident.uid}:{ident.gid}")
     ok = code == 0 and f"uid={ident.uid}({ident.user})" in text
     return Result("add a user", ok, _first(text))
 
 
 def two_ranks(
-    client: docker.DockerClient, tag: str, ident: Identity, flavor: MpiFlavor, node: str
+    client: docker.DockerClient,
+    tag: str,
+    ident: Identity,
+    flavor: MpiFlavor,
+    node: str,
+    timeout: float,
 ) -> Result:
     """mpirun in one container, rank 1 in another reached through the job's sshd."""
     name = f"mpidock-check-{secrets.token_hex(4)}"
@@ -175,20 +209,18 @@ def two_ranks(
             except LauncherError as e:
                 return Result("2 ranks, 2 containers", False, e.message)
             try:
-                return _outcome(leader)
+                return _outcome(leader, timeout)
             finally:
                 containers.remove(leader)
         finally:
             containers.remove(worker)
 
 
-def _outcome(leader: Container) -> Result:
+def _outcome(leader: Container, timeout: float) -> Result:
     try:
-        code = leader.wait(timeout=RUN_TIMEOUT).get("StatusCode", -1)
+        code = leader.wait(timeout=timeout).get("StatusCode", -1)
     except RequestException:  # the wait's deadline passed
-        return Result(
-            "2 ranks, 2 containers", False, f"mpirun still running after {RUN_TIMEOUT:.0f} s"
-        )
+        return Result("2 ranks, 2 containers", False, f"mpirun still running after {timeout:g} s")
     out = leader.logs().decode(errors="replace")
     hosts = sorted(set(out.split()) & {"check-leader", "check-worker"})
     ok = code == 0 and hosts == ["check-leader", "check-worker"]
@@ -244,6 +276,15 @@ def _devices() -> Result:
 def _identity() -> Identity:
     ident = current_identity()
     return STAND_IN if ident.uid == 0 else ident
+
+
+def _shown(argv: list[str]) -> str:
+    """The command as the user would type it: a probe's `sh -c` words unwrapped."""
+    return argv[2] if argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3 else shlex.join(argv)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _first(text: str) -> str:

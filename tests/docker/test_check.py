@@ -4,12 +4,15 @@ missing, and nothing the check made is left on the engine."""
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Iterator
 
 import docker
 import pytest
 
 from launcher.testbed.jobs import as_user
 from tests.conftest import MPIDOCK
+from tests.docker.conftest import build
 
 CHECKS = [
     "image",
@@ -75,3 +78,45 @@ def test_an_absent_image_is_named() -> None:
     done = subprocess.run([*MPIDOCK, "check", "mpidock/absent"], capture_output=True, text=True)
     assert done.returncode == 1
     assert "mpidock/absent is not on this host's engine" in done.stdout
+
+
+HANGING_SSH = """\
+FROM debian:bookworm
+RUN printf '#!/bin/sh\\nexec sleep 600\\n' >/usr/local/bin/ssh && chmod 755 /usr/local/bin/ssh
+"""
+
+
+@pytest.fixture
+def hanging_image(client: docker.DockerClient) -> Iterator[str]:
+    """An image whose `ssh -V` never returns."""
+    tag = "mpidock-test/hanging-ssh"
+    build(client, tag, HANGING_SSH)
+    yield tag
+    client.images.remove(tag, force=True)
+
+
+def test_a_probe_that_hangs_is_a_fail_row_after_the_timeout(
+    client: docker.DockerClient, hanging_image: str
+) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [*MPIDOCK, "check", "--timeout", "3", hanging_image],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert results(done.stdout)["ssh client"] == "FAIL"
+    assert "`ssh -V` still running after 3 s" in done.stdout
+    assert results(done.stdout)["2 ranks, 2 containers"] == "FAIL"
+    assert time.monotonic() - started < 120  # the default 120 s per probe was not waited
+    assert leftovers(client) == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "\u00b2"])
+def test_a_bad_timeout_is_one_line(value: str) -> None:
+    done = subprocess.run(
+        [*MPIDOCK, "check", "--timeout", value, "mpidock/openmpi"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("mpidock: error: argument --timeout: expected a number")
+    assert len(done.stderr.splitlines()) == 1
