@@ -6,11 +6,13 @@ so clock skew between nodes and the file server does not matter.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import Self
 
+log = logging.getLogger(__name__)
 SILENCE = 10.0  # seconds without a change after which the writer is taken to be gone
 
 
@@ -43,11 +45,22 @@ class Beat(Background):
         self.path, self.every = path, every
 
     def loop(self) -> None:
+        # A failed write (a full quota, a stale NFS handle, a directory briefly away) is
+        # retried at the next beat: only a writer that stops beating is silent.
+        failing: str | None = None
         while not self.done.is_set():
             try:
                 self.path.write_text(f"{time.time()}\n")
-            except OSError:
-                return
+            except OSError as e:
+                if failing is None:
+                    log.warning(
+                        "cannot write %s (retrying every %g s): %s", self.path, self.every, e
+                    )
+                failing = str(e)
+            else:
+                if failing is not None:
+                    log.warning("writing %s again after: %s", self.path, failing)
+                failing = None
             self.done.wait(self.every)
 
 

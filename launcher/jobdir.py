@@ -1,20 +1,42 @@
 """The per-job directory: the job's ssh material and the files its nodes meet through.
 
-It lives under the shared job root at the same path on every node. The leader creates it
-with fresh keys and every ssh file (keys.py writes their text); workers announce
-themselves in it, the leader beats and says stop in it, and it goes at the job's end.
+It lives at ``job_root/<user>/<job>.<step>``, the same path on every node. The user's
+directory is the user's own and private (0700), so on a shared job root nobody else can
+create, replace or read anything in it. Every node verifies that with lstat before it
+trusts a file there: no symlink, no FIFO, owned by the user, not writable by others.
+
+The leader creates the job directory, then the keys (keys.py writes their text); each
+worker writes its own sshd configuration with the port it chose on its node and
+announces itself; the leader then writes the client files for those ports, beats and
+says stop in the directory, and removes it at the job's end.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import shutil
-from collections.abc import Sequence
+import stat
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from launcher.errors import JobDirError, JobDirExists
-from launcher.keys import check_host, known_hosts, new_keypair, ssh_config, ssh_wrapper, sshd_config
+from launcher.keys import (
+    check_host,
+    known_hosts_for,
+    new_keypair,
+    ssh_config,
+    ssh_wrapper,
+    sshd_config,
+)
+
+REMOVE_TRIES = 5  # a late report from a worker can refill a directory being removed
+REMOVE_PAUSE = 0.2
 
 
 @dataclass(frozen=True)
@@ -49,12 +71,12 @@ class JobDir:
 
     @property
     def authorized_keys(self) -> Path:
-        """The user key, restricted to running commands."""
+        """The user key, restricted to running commands; written last of the keys."""
         return self.path / "authorized_keys"
 
     @property
     def known_hosts(self) -> Path:
-        """The host key for every node of the job."""
+        """The host key for every node of the job, at each node's port."""
         return self.path / "known_hosts"
 
     @property
@@ -64,8 +86,12 @@ class JobDir:
 
     @property
     def sshd_config(self) -> Path:
-        """Server settings."""
+        """Server settings of a job whose nodes share one port (mpidock check)."""
         return self.path / "sshd_config"
+
+    def node_sshd_config(self, node: str) -> Path:
+        """Server settings a worker writes for itself, with the port it chose."""
+        return self.path / f"sshd_config.{check_host(node)}"
 
     @property
     def ssh_wrapper(self) -> Path:
@@ -114,7 +140,7 @@ class JobDir:
         return self.path / f"done.{check_host(node)}"
 
     def ready_file(self, node: str) -> Path:
-        """Created by a worker when its sshd is up."""
+        """Created by a worker when its sshd is up; holds the port it listens on."""
         return self.path / f"ready.{check_host(node)}"
 
     def failed_file(self, node: str) -> Path:
@@ -122,16 +148,22 @@ class JobDir:
         return self.path / f"failed.{check_host(node)}"
 
 
+def job_path(root: Path | str, user: str, key: str) -> Path:
+    """``root/<user>/<key>``: every user's jobs in a directory of their own."""
+    return Path(root) / user / key
+
+
 def create_job_dir(path: Path, *, hosts: Sequence[str], port: int, user: str) -> JobDir:
-    """Creates the job directory with fresh keys and every ssh file the job needs.
+    """Creates a job directory whose nodes all listen on one port, with every file.
 
     The directory is 0700 and private keys are 0600 from their creation on. A failure
-    part way removes what was created.
+    part way removes what was created. (A launched job makes its directory with
+    make_job_dir and write_keys instead: its workers choose their ports themselves.)
 
     Args:
         path: the directory to create; it must not exist. Made absolute.
         hosts: the job's nodes.
-        port: the job's sshd port.
+        port: the port of every node's sshd.
         user: the job user.
 
     Raises:
@@ -140,28 +172,209 @@ def create_job_dir(path: Path, *, hosts: Sequence[str], port: int, user: str) ->
         JobDirError: it cannot be created or written.
     """
     job = JobDir(Path(path).absolute())
-    files = _job_files(job, hosts=hosts, port=port, user=user)
+    _make_parent(job.path)
     _make_dir(job.path)
     try:
-        for target, text, mode in files:
-            _write(target, text, mode)
-    except OSError as e:
-        remove_job_dir(job.path)
-        raise JobDirError(f"cannot write job directory {job.path}: {e}") from e
+        write_keys(job, user)
+        write_client_files(job, dict.fromkeys(hosts, port), user)
+        write_sshd_config(job, job.sshd_config, port, user)
     except BaseException:
         remove_job_dir(job.path)
         raise
     return job
 
 
-def check_root(root: Path, user: str, node: str) -> None:
-    """The job root, or the nearest of its parents that exists, must be writable.
+def make_job_dir(path: Path) -> JobDir:
+    """Creates the empty job directory, 0700, in the user's verified directory.
 
-    Every node checks this as it starts, so an unwritable shared directory fails the
+    Raises:
+        JobDirExists: the directory already exists.
+        JobDirError: the user's directory is not the user's own, or nothing can be made.
+    """
+    job = JobDir(Path(path).absolute())
+    ensure_user_dir(job.path.parent)
+    _make_dir(job.path)
+    return job
+
+
+def write_keys(job: JobDir, user: str) -> None:
+    """Fresh user and host keys, authorized_keys (last: workers wait for it) and the ssh
+    wrapper.
+
+    Raises:
+        UsageError: a value OpenSSH could not read back exactly.
+        JobDirError: a file cannot be written.
+    """
+    user_key, host_key = new_keypair("mpidock-user"), new_keypair("mpidock-host")
+    files = [
+        (job.user_key, user_key.private_openssh, 0o600),
+        (job.user_pub, user_key.public_openssh + "\n", 0o644),
+        (job.host_key, host_key.private_openssh, 0o600),
+        (job.host_pub, host_key.public_openssh + "\n", 0o644),
+        (job.ssh_wrapper, ssh_wrapper(str(job.ssh_config)), 0o700),
+        # restrict: no forwarding, no pty; running commands, all MPI needs, stays allowed.
+        (job.authorized_keys, f"restrict {user_key.public_openssh}\n", 0o600),
+    ]
+    for target, text, mode in files:
+        write_file(target, text, mode)
+
+
+def write_client_files(job: JobDir, ports: Mapping[str, int], user: str) -> None:
+    """known_hosts and ssh_config for the port each node's sshd listens on.
+
+    Raises:
+        UsageError: a bad host name or port.
+        JobDirError: a file cannot be written or the host key read.
+    """
+    host_pub = read_trusted(job.host_pub).strip()
+    client = ssh_config(
+        hosts=list(ports),
+        port=next(iter(ports.values())),
+        ports=ports,
+        user=user,
+        identity=str(job.user_key),
+        known_hosts=str(job.known_hosts),
+    )
+    write_file(job.known_hosts, known_hosts_for(ports, host_pub), 0o644)
+    write_file(job.ssh_config, client, 0o644)
+
+
+def write_sshd_config(job: JobDir, target: Path, port: int, user: str) -> None:
+    """An sshd configuration for the job's keys and this port (a retry replaces it).
+
+    Raises:
+        UsageError: a value OpenSSH could not read back exactly.
+        JobDirError: it cannot be written.
+    """
+    text = sshd_config(
+        port=port, host_key=str(job.host_key), authorized_keys=str(job.authorized_keys), user=user
+    )
+    write_file(target, text, 0o644)
+
+
+def ensure_user_dir(path: Path, uid: int | None = None) -> None:
+    """Makes the user's directory of job directories (0700) if missing, then verifies it.
+
+    Raises:
+        JobDirError: it cannot be made, or it is not the user's own private directory.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise JobDirError(
+            f"cannot create {path}: {e.strerror}",
+            hint="choose a shared directory you can write with --job-root",
+        ) from e
+    verify_dir(path, uid)
+
+
+def verify_job_dir(job: JobDir, uid: int | None = None) -> None:
+    """The user's directory and the job directory are the user's own and private.
+
+    Raises:
+        JobDirError: either is a symlink, not a directory, someone else's, or open to others.
+    """
+    verify_dir(job.path.parent, uid)
+    verify_dir(job.path, uid)
+
+
+def verify_dir(path: Path, uid: int | None = None) -> None:
+    """A real directory (lstat: no symlink), owned by uid (default: ours), mode 0700.
+
+    Raises:
+        JobDirError: it is not.
+    """
+    info = _lstat(path)
+    owner = os.geteuid() if uid is None else uid
+    if not stat.S_ISDIR(info.st_mode):
+        _untrusted(path, f"is a {_kind(info.st_mode)}, not a directory")
+    if info.st_uid != owner:
+        _untrusted(path, f"is owned by UID {info.st_uid}, not {owner}")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        _untrusted(path, f"has mode {stat.S_IMODE(info.st_mode):04o}, not 0700")
+
+
+def verify_file(path: Path, uid: int | None = None, *, private: bool = False) -> None:
+    """A regular file (lstat: no symlink, no FIFO), owned by uid, writable only by it;
+    private: readable only by it too.
+
+    Raises:
+        JobDirError: it is not, or it is missing.
+    """
+    info = _lstat(path)
+    _check_file(path, info, os.geteuid() if uid is None else uid, private)
+
+
+def read_trusted(path: Path, uid: int | None = None) -> str:
+    """The text of a verified file, opened without following a symlink or blocking on a
+    FIFO, checked again on the open file.
+
+    Raises:
+        JobDirError: it is missing, unreadable or not trustworthy.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise JobDirError(f"cannot read {path}: {e.strerror}") from e
+    with os.fdopen(fd, "r", encoding="utf-8") as f:
+        _check_file(path, os.fstat(fd), os.geteuid() if uid is None else uid, False)
+        return f.read()
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """A node's JSON report in the job directory, read as read_trusted reads; None while
+    it is missing or not whole.
+
+    Raises:
+        JobDirError: it is there but not trustworthy (a symlink, a FIFO, someone else's).
+    """
+    try:
+        text = read_trusted(path)
+    except JobDirError as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            return None
+        raise
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_file(target: Path, text: str, mode: int) -> None:
+    """Writes a job file whole: readers on other nodes never see half of it.
+
+    Written to a temporary name, created 0600 and set to its final mode before any
+    secret is written, then renamed into place (replacing an earlier version).
+
+    Raises:
+        JobDirError: it cannot be written.
+    """
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+        os.replace(partial, target)
+    except OSError as e:
+        _unlink(partial)
+        raise JobDirError(f"cannot write {target}: {e.strerror or e}") from e
+
+
+def check_root(root: Path, user: str, node: str) -> None:
+    """The job root, or the nearest of its parents that exists, must be writable, and
+    an existing job root must not let others remove or replace what users keep in it.
+
+    Every node checks this as it starts, so an unusable shared directory fails the
     whole job at once rather than leaving workers waiting for a directory never made.
 
     Raises:
-        JobDirError: it is not a directory, or the user cannot create entries in it.
+        JobDirError: it is not a directory, the user cannot create entries in it, or
+            others may write it without the sticky bit, or it belongs to another user.
     """
     probe = root.absolute()
     while not probe.exists() and probe != probe.parent:
@@ -172,55 +385,88 @@ def check_root(root: Path, user: str, node: str) -> None:
             node=node,
             hint="choose a shared directory you can write with --job-root",
         )
+    if probe == root.absolute():
+        _check_shared_root(probe, node)
 
 
 def remove_job_dir(path: Path) -> None:
     """Removes a job directory and everything in it; a missing one is fine.
 
+    A worker's report written while the directory goes (ENOTEMPTY) is a reason to try
+    again, a few times.
+
     Raises:
         JobDirError: it exists but cannot be removed.
     """
+    for attempt in range(REMOVE_TRIES):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            retry = e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY)
+            if not retry or attempt == REMOVE_TRIES - 1:
+                raise JobDirError(f"cannot remove job directory {path}: {e}") from e
+            time.sleep(REMOVE_PAUSE)
+
+
+def _check_shared_root(root: Path, node: str) -> None:
+    info = root.stat()  # the site may point the job root at a symlink: its target counts
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (0, os.geteuid()):
+        raise JobDirError(
+            f"job root {root} belongs to UID {info.st_uid}, who could replace any job's files",
+            node=node,
+            hint="use a job root owned by root (mode 1777) or by yourself",
+        )
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        raise JobDirError(
+            f"job root {root} has mode {mode:04o}: others may rename or replace what is in it",
+            node=node,
+            hint="a shared job root needs the sticky bit: chmod 1777",
+        )
+
+
+def _check_file(path: Path, info: os.stat_result, owner: int, private: bool) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        _untrusted(path, f"is a {_kind(info.st_mode)}, not a regular file")
+    if info.st_uid != owner:
+        _untrusted(path, f"is owned by UID {info.st_uid}, not {owner}")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & (0o077 if private else 0o022):
+        _untrusted(path, f"has mode {mode:04o}, open to other users")
+
+
+def _lstat(path: Path) -> os.stat_result:
     try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
+        return path.lstat()
     except OSError as e:
-        raise JobDirError(f"cannot remove job directory {path}: {e}") from e
+        raise JobDirError(f"cannot check {path}: {e.strerror}") from e
 
 
-def _job_files(
-    job: JobDir, *, hosts: Sequence[str], port: int, user: str
-) -> list[tuple[Path, str, int]]:
-    user_key, host_key = new_keypair("mpidock-user"), new_keypair("mpidock-host")
-    client = ssh_config(
-        hosts=hosts,
-        port=port,
-        user=user,
-        identity=str(job.user_key),
-        known_hosts=str(job.known_hosts),
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISLNK: "symlink", stat.S_ISFIFO: "FIFO", stat.S_ISSOCK: "socket"}
+    kinds |= {stat.S_ISDIR: "directory", stat.S_ISREG: "regular file"}
+    return next((name for test, name in kinds.items() if test(mode)), "device")
+
+
+def _untrusted(path: Path, why: str) -> None:
+    raise JobDirError(
+        f"{path} {why}: it is not this user's own, so mpidock does not trust it",
+        hint="another user may have planted it in a shared job root: tell your admins, "
+        "and remove it or use another --job-root",
     )
-    server = sshd_config(
-        port=port, host_key=str(job.host_key), authorized_keys=str(job.authorized_keys), user=user
-    )
-    return [
-        (job.user_key, user_key.private_openssh, 0o600),
-        (job.user_pub, user_key.public_openssh + "\n", 0o644),
-        (job.host_key, host_key.private_openssh, 0o600),
-        (job.host_pub, host_key.public_openssh + "\n", 0o644),
-        # restrict: no forwarding, no pty; running commands, all MPI needs, stays allowed.
-        (job.authorized_keys, f"restrict {user_key.public_openssh}\n", 0o600),
-        (job.known_hosts, known_hosts(hosts, port, host_key.public_openssh), 0o644),
-        (job.ssh_config, client, 0o644),
-        (job.sshd_config, server, 0o644),
-        (job.ssh_wrapper, ssh_wrapper(str(job.ssh_config)), 0o700),
-    ]
 
 
-def _make_dir(path: Path) -> None:
+def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise JobDirError(f"cannot create job directory {path}: {e}") from e
+
+
+def _make_dir(path: Path) -> None:
     try:
         path.mkdir(mode=0o700)
     except FileExistsError as e:
@@ -230,9 +476,6 @@ def _make_dir(path: Path) -> None:
     path.chmod(0o700)  # mkdir's mode is filtered by the umask
 
 
-def _write(target: Path, text: str, mode: int) -> None:
-    # Created 0600 and set to its final mode before any secret is written.
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(text)
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -101,7 +101,13 @@ def sshd_config(*, port: int, host_key: str, authorized_keys: str, user: str) ->
 
 
 def ssh_config(
-    *, hosts: Sequence[str], port: int, user: str, identity: str, known_hosts: str
+    *,
+    hosts: Sequence[str],
+    port: int,
+    user: str,
+    identity: str,
+    known_hosts: str,
+    ports: Mapping[str, int] | None = None,
 ) -> str:
     """Configures the ssh client MPI uses to reach the job's sshd on every node.
 
@@ -111,6 +117,8 @@ def ssh_config(
         user: the job user.
         identity: absolute path of the job's private user key.
         known_hosts: absolute path of the job's known_hosts.
+        ports: a node's own port where it differs from port (ssh takes the first value
+            it reads for a keyword, so these blocks come first).
 
     Raises:
         UsageError: a value OpenSSH could not read back exactly.
@@ -137,8 +145,13 @@ def ssh_config(
         ("LogLevel", "ERROR"),
     ]
     header = "# ssh client settings for one mpidock job.\n"
+    own = [
+        f"Host {check_host(host)}\n    Port {_check_port(p)}\n"
+        for host, p in (ports or {}).items()
+        if p != port
+    ]
     block = f"Host {' '.join(_check_hosts(hosts))}\n"
-    return header + block + "".join(f"    {key} {value}\n" for key, value in lines)
+    return header + "".join(own) + block + "".join(f"    {key} {value}\n" for key, value in lines)
 
 
 def known_hosts(hosts: Sequence[str], port: int, host_public_key: str) -> str:
@@ -150,6 +163,18 @@ def known_hosts(hosts: Sequence[str], port: int, host_public_key: str) -> str:
     _check_port(port)
     names = [host if port == 22 else f"[{host}]:{port}" for host in _check_hosts(hosts)]
     return f"{','.join(names)} {_bare_key(host_public_key)}\n"
+
+
+def known_hosts_for(ports: Mapping[str, int], host_public_key: str) -> str:
+    """known_hosts lines vouching for the job's host key on each node at its own port.
+
+    Raises:
+        UsageError: a bad host name or port, or a key that is not an ed25519 public key.
+    """
+    by_port: dict[int, list[str]] = {}
+    for host, port in ports.items():
+        by_port.setdefault(port, []).append(host)
+    return "".join(known_hosts(hosts, port, host_public_key) for port, hosts in by_port.items())
 
 
 def ssh_wrapper(ssh_config_path: str) -> str:

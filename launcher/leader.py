@@ -17,9 +17,9 @@ from docker.models.containers import Container
 
 from launcher import containers, jobdir, readiness
 from launcher.beats import Beat
-from launcher.errors import NodeFailed
+from launcher.errors import JobDirError, NodeFailed
 from launcher.plan import LaunchPlan
-from launcher.record import Timings, read_json
+from launcher.record import Timings
 from launcher.signals import Inbox
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ class LeaderRun:
     archive: dict[str, Any] = dataclasses.field(default_factory=dict)
     image_id: str = ""
     started: float = dataclasses.field(default_factory=time.monotonic)
+    created: bool = False  # the job directory is this launch's own: it removes it
+    problems: list[str] = dataclasses.field(default_factory=list)  # of the teardown
 
 
 def heartbeat(plan: LaunchPlan) -> Beat:
@@ -47,17 +49,29 @@ def heartbeat(plan: LaunchPlan) -> Beat:
     return Beat(plan.job.heartbeat, 1.0)
 
 
-def create_job(plan: LaunchPlan) -> jobdir.JobDir:
-    hosts = [h.node for h in plan.nodes]
-    return jobdir.create_job_dir(
-        plan.job.path, hosts=hosts, port=plan.port, user=plan.identity.user
-    )
+def create_job(plan: LaunchPlan, run: LeaderRun) -> None:
+    """The job directory, then its keys; from the directory on, end_job tells the workers
+    how the job ended, whatever fails next.
+
+    Raises:
+        JobDirExists: the directory is there already (end_job still says stop in it).
+        JobDirError: it cannot be made or written, or the user's directory is not theirs.
+    """
+    jobdir.make_job_dir(plan.job.path)
+    run.created = True
+    jobdir.write_keys(plan.job, plan.identity.user)
 
 
 def wait_workers(plan: LaunchPlan, run: LeaderRun, inbox: Inbox) -> None:
+    user = plan.identity.user
+
+    def publish(ports: dict[str, int]) -> None:
+        # The leader's own node runs no sshd; its entry keeps the files whole for one node.
+        jobdir.write_client_files(plan.job, {plan.node: plan.port, **ports}, user)
+
     with run.timings.phase("sshd_ready"):
         reports = readiness.wait_ready(
-            plan.job, plan.workers, plan.port, plan.identity.user, plan.ready_timeout, inbox
+            plan.job, plan.workers, plan.port, user, plan.ready_timeout, inbox, publish
         )
     for node, report in reports.items():
         run.nodes.setdefault(node, {}).update(report)
@@ -176,6 +190,9 @@ def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
     that wait at once: Slurm's SIGKILL follows within its KillWait.
     """
     job = plan.job
+    if not run.created:
+        _stop_in_place(plan)
+        return
     if not job.path.exists():
         return
     with run.timings.phase("teardown"):
@@ -187,7 +204,7 @@ def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
         while pending:
             now = time.monotonic()
             for node in list(pending):
-                if report := read_json(job.done_file(node)):
+                if report := jobdir.read_report(job.done_file(node)):
                     entry = run.nodes.setdefault(node, {})
                     entry.setdefault("timings", {}).update(report.get("timings", {}))
                     entry["teardown"] = "clean"
@@ -200,4 +217,19 @@ def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
                     continue
                 pending.discard(node)
             time.sleep(0.05)
-        jobdir.remove_job_dir(job.path)
+        try:
+            jobdir.remove_job_dir(job.path)
+        except JobDirError as e:  # noted in the record: the job's outcome stays as it was
+            run.problems.append(str(e))
+            _say(plan, f"teardown: {e}")
+
+
+def _stop_in_place(plan: LaunchPlan) -> None:
+    """A launch that found the job directory already there (one killed before it, of the
+    same job and step) still tells the workers waiting in it to stop: only in a directory
+    that is the user's own, and leaving it for `mpidock reap`."""
+    try:
+        jobdir.verify_job_dir(plan.job)
+        jobdir.write_file(plan.job.stop_file, "stop\n", 0o600)
+    except JobDirError as e:
+        log.debug("no stop file for the workers: %s", e)

@@ -6,13 +6,14 @@ gathered first by launcher.facts, then turned into a LaunchPlan, then executed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from launcher.devices import DevicePlan
 from launcher.errors import UsageError
-from launcher.jobdir import JobDir
+from launcher.jobdir import JobDir, job_path
+from launcher.limits import Limits
 from launcher.mpi import MpiFlavor, MpiLaunch, Network, mpirun_argv, script_env
 from launcher.slurm import NodeSlots, SlurmEnv, job_port, slots_per_node
 
@@ -94,6 +95,14 @@ class ContainerSpec:
     devices: tuple[str, ...] = ()
     gpu_ids: tuple[str, ...] = ()
     ulimits: tuple[tuple[str, int, int], ...] = ()
+    # From launcher.limits: the step's CPUs ("0-1"), its memory in bytes (memory plus swap
+    # the same: no swap beyond it), a processes limit and Slurm's job cgroup; 0 or empty
+    # for none.
+    cpuset_cpus: str = ""
+    mem_limit: int = 0
+    memswap_limit: int = 0
+    pids_limit: int = 0
+    cgroup_parent: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,10 @@ class LaunchPlan:
     registry: str = ""
     workers: tuple[str, ...] = field(default=())
     devices: str = ""  # what the containers get of the node's GPUs and fabrics, for people
+    limits: str = ""  # the containers' share of the node (CPUs, memory, pids), for people
+    step_id: str = ""
+    # Where a worker looks for a free port, from `port` (the step's preferred one) on.
+    port_range: tuple[int, int] = (20000, 29999)
 
     @property
     def job(self) -> JobDir:
@@ -134,13 +147,17 @@ def role_of(env: SlurmEnv) -> str:
     return "leader" if env.is_leader else "worker"
 
 
-def labels(job_id: str, role: str, node: str, user: str) -> tuple[tuple[str, str], ...]:
-    return (
+def labels(
+    job_id: str, role: str, node: str, user: str, step: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """Reaping goes by job; the step tells concurrent steps of that job apart."""
+    marks = (
         (f"{LABEL_PREFIX}.job", job_id),
         (f"{LABEL_PREFIX}.role", role),
         (f"{LABEL_PREFIX}.node", node),
         (f"{LABEL_PREFIX}.user", user),
     )
+    return (*marks, (f"{LABEL_PREFIX}.step", step)) if step else marks
 
 
 def build_plan(
@@ -153,20 +170,22 @@ def build_plan(
     flavor: MpiFlavor | None,
     network: Network | None,
     devices: DevicePlan | None = None,
+    limits: Limits | None = None,
 ) -> LaunchPlan:
     """The plan for this task: its role, its container and (leader) the mpirun argv.
 
     devices (from launcher.devices.plan_devices) go to the container of every role;
-    without them no device, GPU or fabric setting is passed.
+    without them no device, GPU or fabric setting is passed. limits (from
+    launcher.limits.plan_limits) likewise; without them the containers are unlimited.
     """
     dev = devices or NO_DEVICES
     hosts = slots_per_node(env, ppn=opts.ppn, np=opts.np)
     role = role_of(env)
     if role == "worker" and env.node_name not in {h.node for h in hosts}:
         role = "idle"  # --np left this node without ranks: no sshd to start
-    port = job_port(env.job_id, *opts.port_range) if opts.port is None else _port(opts.port)
+    port, ports = _ports(env, opts)
     job_root = opts.job_root or f"{ident.home}/.mpidock/jobs"
-    job = JobDir(Path(job_root) / env.job_id)
+    job = JobDir(job_path(job_root, ident.user, env.job_key))
     leader_node = hosts[0].node
     argv: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
@@ -178,8 +197,9 @@ def build_plan(
     spec = None
     if role != "idle":
         leads = opts.command if opts.script else argv
-        command = leads if role == "leader" else _sshd_command(job)
+        command = leads if role == "leader" else _sshd_command(job, env.node_name)
         spec = _container(env, opts, ident, role, image, command, cwd, job_root, extra_env, dev)
+        spec = _limited(spec, limits or Limits())
     return LaunchPlan(
         role=role, job_id=env.job_id, node=env.node_name, nodes=hosts, port=port,
         identity=ident, job_dir=str(job.path), image=image, container=spec, mpirun=argv,
@@ -187,8 +207,17 @@ def build_plan(
         ready_timeout=opts.ready_timeout, grace=opts.grace, keep_image=opts.keep_image,
         image_store=opts.image_store or f"{ident.home}/.mpidock/images", registry=opts.registry,
         workers=tuple(h.node for h in hosts if h.node != leader_node),
-        devices=dev.summary,
+        limits=limits.summary if limits else "",
+        devices=dev.summary, step_id=env.step_id or "", port_range=ports,
     )  # fmt: skip
+
+
+def _ports(env: SlurmEnv, opts: Options) -> tuple[int, tuple[int, int]]:
+    """The step's preferred port and the range a node may move within when it is taken;
+    --port pins the port (a node where it is taken fails, naming it)."""
+    if opts.port is not None:
+        return _port(opts.port), (opts.port, opts.port)
+    return job_port(env.job_id, *opts.port_range, env.step_id), opts.port_range
 
 
 def _port(port: int) -> int:
@@ -232,8 +261,8 @@ def _mpi_env(flavor: MpiFlavor) -> tuple[tuple[str, str], ...]:
 MPICH_ENV: tuple[tuple[str, str], ...] = ()
 
 
-def _sshd_command(job: JobDir) -> tuple[str, ...]:
-    return ("/usr/sbin/sshd", "-D", "-e", "-f", str(job.sshd_config))
+def _sshd_command(job: JobDir, node: str) -> tuple[str, ...]:
+    return ("/usr/sbin/sshd", "-D", "-e", "-f", str(job.node_sshd_config(node)))
 
 
 def _container(
@@ -256,12 +285,12 @@ def _container(
         **dict(dev.environment), **dict(extra_env),
     }  # fmt: skip
     return ContainerSpec(
-        name=f"mpidock-{env.job_id}-{role}-{env.node_name}",
+        name=f"mpidock-{env.job_key}-{role}-{env.node_name}",
         image=image,
         command=command,
         user=f"{ident.uid}:{ident.gid}",
         group_add=tuple(dict.fromkeys((*ident.supplementary_gids, *dev.group_add))),
-        labels=labels(env.job_id, role, env.node_name, ident.user),
+        labels=labels(env.job_id, role, env.node_name, ident.user, env.step_id),
         mounts=_mounts(ident, opts, cwd, job_root),
         readonly=tuple(m.target for m in map(parse_mount, opts.mounts) if m.readonly),
         working_dir=cwd,
@@ -271,6 +300,17 @@ def _container(
         devices=dev.devices,
         gpu_ids=dev.gpu_ids,
         ulimits=dev.ulimits,
+    )
+
+
+def _limited(spec: ContainerSpec, limits: Limits) -> ContainerSpec:
+    return replace(
+        spec,
+        cpuset_cpus=limits.cpuset_cpus,
+        mem_limit=limits.mem_limit,
+        memswap_limit=limits.memswap_limit,
+        pids_limit=limits.pids_limit,
+        cgroup_parent=limits.cgroup_parent,
     )
 
 

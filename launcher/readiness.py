@@ -1,9 +1,11 @@
-"""The leader's wait for its workers: reports on the shared job directory, then a real
-SSH handshake that verifies the job's host key. Every wait has a deadline."""
+"""The leader's wait for its workers: reports on the shared job directory (each with the
+port its worker chose on its node), the client files for those ports, then a real SSH
+handshake that verifies the job's host key. Every wait has a deadline."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,8 +13,7 @@ import paramiko
 
 from launcher.beats import Watch
 from launcher.errors import LauncherError, NodeFailed, NodeTimeout, WorkerFailed
-from launcher.jobdir import JobDir
-from launcher.record import read_json
+from launcher.jobdir import JobDir, read_report
 from launcher.signals import Inbox
 
 POLL = 0.05
@@ -20,12 +21,22 @@ HANDSHAKE_MIN = 10.0
 
 
 def wait_ready(
-    job: JobDir, nodes: tuple[str, ...], port: int, user: str, timeout: float, inbox: Inbox
+    job: JobDir,
+    nodes: tuple[str, ...],
+    port: int,
+    user: str,
+    timeout: float,
+    inbox: Inbox,
+    publish: Callable[[dict[str, int]], None] = lambda ports: None,
 ) -> dict[str, dict[str, Any]]:
-    """Every worker's ready report, each confirmed by an SSH handshake.
+    """Every worker's ready report, each confirmed by an SSH handshake on its port.
 
     A worker still moving its image (its moving.<node> file beats) is waited for past the
-    deadline; one that has gone quiet is not.
+    deadline; one that has gone quiet is not. publish gets each node's port once all
+    have reported, before the handshakes (it writes the client files they use).
+
+    Args:
+        port: the step's preferred port, named when a worker never reports.
 
     Raises:
         NodeFailed: a worker reported a failure (at once, not at the deadline).
@@ -37,7 +48,7 @@ def wait_ready(
     while len(reports) < len(nodes):
         raise_failures(job, nodes)
         for node in nodes:
-            if node not in reports and (ready := read_json(job.ready_file(node))):
+            if node not in reports and (ready := read_report(job.ready_file(node))):
                 reports[node] = ready
         if inbox.stop.is_set():
             raise LauncherError("stopped by a signal while waiting for the workers")
@@ -51,24 +62,42 @@ def wait_ready(
                 hint="see the job's output of those nodes; raise --ready-timeout",
             )
         time.sleep(POLL)
+    ports = {node: port_of(node, reports[node]) for node in nodes}
+    publish(ports)
     # A worker waited for past the deadline still gets a fair chance to answer.
-    _handshakes(job, nodes, port, user, max(deadline, time.monotonic() + HANDSHAKE_MIN))
+    _handshakes(job, ports, user, max(deadline, time.monotonic() + HANDSHAKE_MIN))
     return reports
+
+
+def port_of(node: str, report: Mapping[str, Any]) -> int:
+    """The port a worker's sshd listens on, from its ready report.
+
+    Raises:
+        NodeFailed: the report names no valid port.
+    """
+    port = report.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise NodeFailed(
+            f"the worker's ready report names no valid port: {port!r}",
+            node=node,
+            hint="every node must run the same mpidock version",
+        )
+    return port
 
 
 def raise_failures(job: JobDir, nodes: tuple[str, ...]) -> None:
     """Raises WorkerFailed for the first worker that reported a failure."""
     for node in nodes:
-        report = read_json(job.failed_file(node))
+        report = read_report(job.failed_file(node))
         if report:
             reason = report.get("error", "no reason given")
             hint, at = report.get("hint", ""), report.get("at")
             raise WorkerFailed(f"worker failed: {reason}", node=node, hint=hint, at=at)
 
 
-def _handshakes(job: JobDir, nodes: tuple[str, ...], port: int, user: str, deadline: float) -> None:
-    with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:
-        list(pool.map(lambda n: handshake(job, n, port, user, deadline), nodes))
+def _handshakes(job: JobDir, ports: Mapping[str, int], user: str, deadline: float) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(ports)))) as pool:
+        list(pool.map(lambda n: handshake(job, n, ports[n], user, deadline), ports))
 
 
 def handshake(job: JobDir, node: str, port: int, user: str, deadline: float) -> None:

@@ -110,6 +110,12 @@ class SlurmEnv:
         return self.procid == 0
 
     @property
+    def job_key(self) -> str:
+        """``<job>.<step>`` (the job id alone outside a step): what keeps concurrent steps
+        of one job apart in directories, ports and container names."""
+        return f"{self.job_id}.{self.step_id}" if self.step_id else self.job_id
+
+    @property
     def acts(self) -> bool:
         """Whether this task does the node's work (others on the same node only wait)."""
         return self.localid == 0
@@ -172,11 +178,13 @@ def slots_per_node(
     return tuple(NodeSlots(node, n) for node, n in zip(env.nodes, slots, strict=True) if n > 0)
 
 
-def job_port(job_id: str, low: int, high: int) -> int:
-    """Picks the job's sshd port in ``[low, high]``, the same on every node.
+def job_port(job_id: str, low: int, high: int, step_id: str | None = None) -> int:
+    """The step's preferred sshd port in ``[low, high]``, the same on every node.
 
     Array (``"123_4"``) and heterogeneous (``"123+1"``) ids hash their suffix so that
-    tasks of one array get different ports.
+    tasks of one array get different ports; a step's number is added, so that steps of
+    one job prefer different ports. It is only where each node starts looking: a node
+    where it is taken takes the next free one.
 
     Raises:
         UsageError: the range is not within 1024..65535 or the id does not start with a digit.
@@ -191,6 +199,7 @@ def job_port(job_id: str, low: int, high: int) -> int:
         raise UsageError(f"bad Slurm job id {job_id!r}: expected digits, like '123' or '123_4'")
     suffix = match[2].encode()
     number = int(match[1]) + (zlib.crc32(suffix) if suffix else 0)
+    number += int(step_id) if step_id and step_id.isdigit() else 0
     return low + number % (high - low + 1)
 
 
@@ -242,8 +251,19 @@ def _build(env: Mapping[str, str], found: Mapping[str, str]) -> SlurmEnv:
         cpus_per_node=_cpus(env, found["SLURM_JOB_CPUS_PER_NODE"], cpus_per_task),
         cpus_per_task=cpus_per_task,
         node_name=found["SLURMD_NODENAME"].strip(),
-        step_id=_lookup(env, ("SLURM_STEP_ID", "SLURM_STEPID")),
+        step_id=_step(_lookup(env, ("SLURM_STEP_ID", "SLURM_STEPID"))),
     )
+
+
+def _step(text: str | None) -> str | None:
+    # Part of file and container names: digits (a step) or a word (batch, extern) only.
+    if text is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9_]+", text.strip()):
+        raise MissingSlurmEnv(
+            ["SLURM_STEP_ID"], detail=f"SLURM_STEP_ID={text!r} is not a step number"
+        )
+    return text.strip()
 
 
 def _cpus(env: Mapping[str, str], text: str, cpus_per_task: int) -> tuple[int, ...]:

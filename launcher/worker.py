@@ -1,4 +1,9 @@
-"""A worker node: its sshd container, ready report, and teardown when the leader says so."""
+"""A worker node: its sshd container, ready report, and teardown when the leader says so.
+
+Nothing in the job directory is used before it is verified to be the user's own. The
+worker writes its sshd configuration itself, with a port free on its node (the step's
+preferred one when it is free), and names that port in its ready report.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ import dataclasses
 import errno
 import itertools
 import logging
+import os
 import socket
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,9 @@ log = logging.getLogger(__name__)
 POLL = 0.05  # the job directory: a stat per look
 CHECK_EVERY = 4  # looks between asking Docker whether sshd still runs
 SSHD_LISTEN = 30.0  # seconds a started sshd has to listen on the job's port
+PORT_TRIES = 3  # sshd starts, each on another port, when the chosen one is taken meanwhile
+PORT_SCAN = 200  # ports looked at, from the step's preferred one on, for a free one
+BIND_FAILED = ("Address already in use", "Cannot bind any address")
 LEADER_SILENCE = 6.0  # the leader beats every second; NFS attribute caches lag ~3 s
 STOP_SLACK = 5.0  # after a stop signal, wait grace + this for the leader's end
 
@@ -38,21 +48,26 @@ def run_worker(plan: LaunchPlan, inbox: Inbox) -> int:
     (failed.<node>), so it stops at once instead of at its deadline.
     """
     timings = Timings(plan.node)
-    _wait_job_dir(plan, inbox)
+    try:
+        _wait_job_dir(plan, inbox)
+    except LauncherError as e:
+        e.node = e.node or plan.node
+        raise  # nothing to report it in: the directory is missing or not the user's
     _tell(plan, plan.job.arrived_file(plan.node), {})
     if plan.job.stop_file.exists():
         _report_done(plan, timings)
         return 0  # the leader ended the job before this node joined it
     client, container, tag = None, None, ""
     try:
+        _check_keys(plan)
         client = containers.client_for_node(plan.node)
         reap.at_start(client, plan)
-        _check_port(plan.port, plan.node)
+        free_port(plan)  # a full port range fails the job now, not after the image phase
         with timings.phase("image"):
             tag, image = distribution.worker_image(plan, client, inbox)
-        container = _start(plan, client, tag, timings)
-        _wait_listening(plan, container)
-        _tell(plan, plan.job.ready_file(plan.node), {"image": image, "timings": timings.phases})
+        container, port = _start_sshd(plan, client, tag, timings)
+        ready = {"image": image, "timings": timings.phases, "port": port}
+        _tell(plan, plan.job.ready_file(plan.node), ready)
         _wait_end(plan, container, inbox)
     except JobEnded:
         return 0  # the leader stopped the job and says why; nothing to add here
@@ -70,42 +85,96 @@ def run_worker(plan: LaunchPlan, inbox: Inbox) -> int:
     return 0
 
 
-def _start(plan: LaunchPlan, client: docker.DockerClient, tag: str, timings: Timings) -> Container:
+def _check_keys(plan: LaunchPlan) -> None:
+    """The keys sshd will read are the user's own, private, regular files."""
+    for path in (plan.job.host_key, plan.job.authorized_keys):
+        jobdir.verify_file(path, private=True)
+
+
+def _start_sshd(
+    plan: LaunchPlan, client: docker.DockerClient, tag: str, timings: Timings
+) -> tuple[Container, int]:
+    """sshd on a port free on this node; one taken between the look and sshd's bind
+    (another program was quicker) means another try on the next free port."""
     assert plan.container is not None
-    with timings.phase("container"):
-        spec = dataclasses.replace(plan.container, image=tag)
-        return containers.start(client, spec, plan.node)
+    spec = dataclasses.replace(plan.container, image=tag)
+    config = plan.job.node_sshd_config(plan.node)
+    tried: set[int] = set()
+    while True:
+        port = free_port(plan, tried)
+        tried.add(port)
+        jobdir.write_sshd_config(plan.job, config, port, plan.identity.user)
+        jobdir.verify_file(config)
+        with timings.phase("container"):
+            container = containers.start(client, spec, plan.node)
+        if _wait_listening(plan, container, port, last=len(tried) >= PORT_TRIES):
+            return container, port
+        log.warning("%s: port %d was taken as sshd started; trying another", plan.node, port)
+        containers.remove(container)
 
 
-def _check_port(port: int, node: str) -> None:
-    """Fail early and by name when another program holds the job's port on this node."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError as e:
-            if e.errno != errno.EADDRINUSE:
-                raise
-            raise NodeFailed(
-                f"port {port} is already in use",
-                node=node,
-                hint="choose another with --port or --port-range",
-            ) from e
+def free_port(plan: LaunchPlan, tried: Collection[int] = ()) -> int:
+    """The first port free on this node from the step's preferred one on, within range.
+
+    Raises:
+        NodeFailed: none is free (with --port: that one is taken).
+    """
+    low, high = plan.port_range
+    size = high - low + 1
+    for i in range(min(size, PORT_SCAN)):
+        port = low + (plan.port - low + i) % size
+        if port not in tried and _free(port):
+            return port
+    if size == 1:
+        raise NodeFailed(
+            f"port {plan.port} is already in use",
+            node=plan.node,
+            hint="leave out --port: each node then takes a free port of --port-range",
+        )
+    raise NodeFailed(
+        f"no free port among {min(size, PORT_SCAN)} of {low}-{high} from {plan.port}",
+        node=plan.node,
+        hint="choose a less busy range with --port-range",
+    )
 
 
-def _wait_listening(plan: LaunchPlan, container: Container) -> None:
-    """Ready means sshd accepts connections; a container that exits instead is named."""
+def _free(port: int) -> bool:
+    """Nothing listens on the port, on any address of this node (IPv4 or IPv6)."""
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As sshd does: connections of an earlier job still closing do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return False
+                if e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    raise
+    return True
+
+
+def _wait_listening(plan: LaunchPlan, container: Container, port: int, *, last: bool) -> bool:
+    """Ready means sshd accepts connections: True. False: it could not bind the port
+    (unless this was the last try). A container that exits otherwise is named."""
     deadline = time.monotonic() + SSHD_LISTEN
-    while not _accepts(plan.port):
+    while not _accepts(port):
         status, code = containers.exit_info(container)
         if status != "running":
+            said = containers.tail(container)
+            if not last and any(text in said for text in BIND_FAILED):
+                return False
             raise NodeFailed(
-                f"sshd container {status} (exit {code}): {containers.tail(container)}",
+                f"sshd container {status} (exit {code}): {said}",
                 node=plan.node,
                 hint="the image needs OpenSSH's server at /usr/sbin/sshd",
             )
         if time.monotonic() > deadline:
-            raise NodeTimeout(plan.node, plan.port, SSHD_LISTEN, "sshd does not listen")
+            raise NodeTimeout(plan.node, port, SSHD_LISTEN, "sshd does not listen")
         time.sleep(0.05)
+    return True
 
 
 def _accepts(port: int) -> bool:
@@ -117,8 +186,22 @@ def _accepts(port: int) -> bool:
 
 
 def _wait_job_dir(plan: LaunchPlan, inbox: Inbox) -> None:
-    deadline = time.monotonic() + plan.ready_timeout
-    while not plan.job.sshd_config.exists():
+    """Until the leader has written the keys (or said stop), in a directory verified to be
+    the user's own before anything in it is looked at.
+
+    Raises:
+        JobDirError: the user's directory or the job directory is not the user's own.
+        NodeFailed, NodeTimeout: a stop signal, or no job directory in time.
+    """
+    job, deadline = plan.job, time.monotonic() + plan.ready_timeout
+    # Made here too, so that a directory someone else made in its place fails every
+    # node at once, not at the deadline.
+    jobdir.ensure_user_dir(job.path.parent)
+    while True:
+        if os.path.lexists(job.path):
+            jobdir.verify_job_dir(job)
+            if job.authorized_keys.exists() or job.stop_file.exists():
+                return
         if inbox.stop.is_set():
             raise NodeFailed("stopped by a signal before the job started", node=plan.node)
         if time.monotonic() > deadline:

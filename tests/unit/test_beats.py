@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,10 +42,33 @@ def test_beat_touches_the_file_until_the_block_ends(tmp_path: Path) -> None:
     assert set(poll(0.15, lambda: path.stat().st_mtime_ns)) == {stopped}
 
 
-def test_a_beat_that_cannot_write_ends_quietly(tmp_path: Path) -> None:
-    with Beat(tmp_path / "gone" / "moving.sim2", 0.01) as beat:
-        beat.thread.join(timeout=1)
-        assert not beat.thread.is_alive()
+def test_a_failed_write_is_logged_and_retried_and_the_beat_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "job"
+    folder.mkdir()
+    path = folder / "heartbeat"
+    watch = Watch(path, SILENCE)
+    with Beat(path, EVERY) as beat:
+        wait_for(path.exists)
+        shutil.rmtree(folder)  # every write fails now (ENOENT), as on a stale NFS handle
+        time.sleep(EVERY * 4)
+        assert beat.thread.is_alive()
+        folder.mkdir()
+        wait_for(path.exists)
+        beating = poll(SILENCE * 2, watch.silent)
+    assert not any(beating)
+    assert not beat.thread.is_alive()
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if m.startswith(f"cannot write {path}")]) == 1  # not a flood
+    assert any(m.startswith(f"writing {path} again") for m in said)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 3) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "it never happened"
+        time.sleep(0.01)
 
 
 def test_a_watch_is_not_silent_while_a_beat_runs_and_silent_after(tmp_path: Path) -> None:

@@ -90,9 +90,30 @@ def test_every_container_is_labelled_for_teardown(
 ) -> None:
     spec = plan_for(slurm(**changes)).container
     assert spec is not None
-    assert dict(spec.labels) == dict(labels("42", role, node, "alice"))
+    assert dict(spec.labels) == dict(labels("42", role, node, "alice", "0"))
+    assert dict(spec.labels)["org.mpidock.step"] == "0"
     assert all(key.startswith(f"{LABEL_PREFIX}.") for key, _ in spec.labels)
-    assert spec.name == f"mpidock-42-{role}-{node}"
+    assert spec.name == f"mpidock-42.0-{role}-{node}"
+
+
+def test_two_steps_of_one_job_share_no_directory_name_or_preferred_port() -> None:
+    first, second = plan_for(slurm()), plan_for(slurm(SLURM_STEP_ID="1"))
+    assert first.job_dir == "/home/alice/.mpidock/jobs/alice/42.0"
+    assert second.job_dir == "/home/alice/.mpidock/jobs/alice/42.1"
+    assert first.port != second.port
+    assert first.container is not None
+    assert second.container is not None
+    assert first.container.name != second.container.name
+    assert dict(second.container.labels)["org.mpidock.job"] == "42"  # reaping goes by job
+
+
+def test_outside_a_step_the_job_id_alone_names_things() -> None:
+    env = {k: v for k, v in STEP.items() if k != "SLURM_STEP_ID"}
+    plan = plan_for(SlurmEnv.from_environ(env))
+    assert plan.job_dir == "/home/alice/.mpidock/jobs/alice/42"
+    assert plan.container is not None
+    assert plan.container.name == "mpidock-42-leader-sim1"
+    assert "org.mpidock.step" not in dict(plan.container.labels)
 
 
 # --- the leader -----------------------------------------------------------------------------
@@ -109,7 +130,7 @@ def test_leader_plan() -> None:
     assert (plan.role, plan.job_id, plan.node) == ("leader", "42", "sim1")
     assert plan.nodes == (NodeSlots("sim1", 4), NodeSlots("sim2", 4), NodeSlots("sim3", 2))
     assert plan.workers == ("sim2", "sim3")
-    assert plan.job_dir == "/home/alice/.mpidock/jobs/42"
+    assert plan.job_dir == "/home/alice/.mpidock/jobs/alice/42.0"
     assert plan.flavor == "openmpi"
     assert plan.network == NET
     assert plan.mpirun[0] == "mpirun"
@@ -219,9 +240,9 @@ def test_worker_runs_sshd_from_the_job_directory() -> None:
     assert plan.mpirun == ()
     assert plan.container is not None
     assert plan.container.command == (
-        "/usr/sbin/sshd", "-D", "-e", "-f", "/home/alice/.mpidock/jobs/42/sshd_config"
+        "/usr/sbin/sshd", "-D", "-e", "-f", "/home/alice/.mpidock/jobs/alice/42.0/sshd_config.sim2"
     )  # fmt: skip
-    assert plan.container.command[-1] == str(plan.job.sshd_config)
+    assert plan.container.command[-1] == str(plan.job.node_sshd_config("sim2"))
     assert plan.container.user == "1000:1000"
     assert plan.container.cap_drop == ("ALL",)
     assert plan.container.network_mode == "host"
@@ -292,8 +313,8 @@ def test_shared_directories_are_mounted_at_their_host_paths(
 
 def test_job_root_option_moves_the_job_directory() -> None:
     plan = plan_for(slurm(), replace(OPTS, job_root="/shared/jobs"))
-    assert plan.job_dir == "/shared/jobs/42"
-    assert flag(plan.mpirun, "plm_rsh_agent").startswith("/shared/jobs/42/")
+    assert plan.job_dir == "/shared/jobs/alice/42.0"
+    assert flag(plan.mpirun, "plm_rsh_agent").startswith("/shared/jobs/alice/42.0/")
 
 
 # --- ports ----------------------------------------------------------------------------------
@@ -314,7 +335,13 @@ def test_port_differs_between_jobs() -> None:
 
 
 def test_explicit_port_wins() -> None:
-    assert plan_for(slurm(), replace(OPTS, port=2222)).port == 2222
+    plan = plan_for(slurm(), replace(OPTS, port=2222))
+    assert (plan.port, plan.port_range) == (2222, (2222, 2222))
+
+
+def test_a_derived_port_may_move_within_the_range() -> None:
+    plan = plan_for(slurm(), replace(OPTS, port_range=(40000, 40009)))
+    assert plan.port_range == (40000, 40009)
 
 
 def test_bad_port_range() -> None:
