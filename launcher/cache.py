@@ -9,6 +9,7 @@ talk to the engine and the file system. Last use of an image is its last tag tim
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
@@ -21,11 +22,13 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
+from launcher import storefiles
 from launcher.errors import ImageError, UsageError
 from launcher.images import REPO
 from launcher.movement import BASE_REPO
 from launcher.plan import LABEL_PREFIX
-from launcher.record import human_size, read_json
+from launcher.record import human_size
+from launcher.store import ImageStore
 
 BASE_LABEL = f"{LABEL_PREFIX}.personal.base"
 USER_LABEL = f"{LABEL_PREFIX}.personal.user"
@@ -238,7 +241,16 @@ def _inspect(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
 
 
 def list_store(store: Path, now: float) -> list[Row]:
-    """The store's archives and dead writers' leftovers; a missing store holds nothing."""
+    """The store's archives and dead writers' leftovers, with the user's own area of a
+    shared store (launcher.store); a missing store holds nothing."""
+    rows = _list_dir(store, now)
+    area = ImageStore(store).area
+    if area != store and area.is_dir() and not area.is_symlink():
+        rows += _list_dir(area, now)
+    return rows
+
+
+def _list_dir(store: Path, now: float) -> list[Row]:
     try:
         names = sorted(os.listdir(store))
     except FileNotFoundError:
@@ -254,13 +266,23 @@ def list_store(store: Path, now: float) -> list[Row]:
 
 def _store_file(path: Path, now: float) -> Row | None:
     try:
-        st = path.stat()
+        st = path.lstat()  # a link or FIFO planted in a shared store is no row
     except OSError:
         return None  # removed since the listing
     if not stat.S_ISREG(st.st_mode):
         return None
-    meta = read_json(path.with_suffix(".json")) if ARCHIVE.fullmatch(path.name) else None
+    meta = _meta(path.with_suffix(".json"), st.st_uid) if ARCHIVE.fullmatch(path.name) else None
     return store_row(path, st.st_size, st.st_mtime, meta, now)
+
+
+def _meta(path: Path, owner: int) -> dict[str, Any] | None:
+    """An archive's note, if it is a regular file of the archive's owner (never blocks)."""
+    try:
+        text = storefiles.read_trusted(path, {owner})
+        data = json.loads(text) if text else None
+    except (ImageError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def remover(

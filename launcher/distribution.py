@@ -10,6 +10,7 @@ the leader's readiness wait knows it is alive and busy rather than gone.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -17,14 +18,16 @@ import docker
 
 from launcher import images, movement
 from launcher.beats import Background, Beat, Watch
-from launcher.errors import ImageError, JobEnded, NodeFailed
+from launcher.errors import ImageError, JobEnded, LauncherError, NodeFailed
 from launcher.jobdir import JobDir
 from launcher.movement import Moved, Wanted
 from launcher.plan import LaunchPlan
 from launcher.record import human_size, read_json, write_json
 from launcher.signals import Inbox
 from launcher.store import Archive, ImageStore
+from launcher.storefiles import SaveAbandoned
 
+log = logging.getLogger(__name__)
 POLL = 0.1
 BEAT = 2.0
 
@@ -34,7 +37,7 @@ def lead_image(
 ) -> tuple[str, Wanted, dict[str, Any]]:
     """The leader's image phase: resolve, publish for the workers, personalize."""
     say = movement.stderr_say(plan.node)
-    store = ImageStore(plan.image_store)
+    store = ImageStore(plan.image_store, warn=say)
     started = time.monotonic()
     wanted, moved = movement.resolve(client, plan.image, store, plan.registry, plan.node, say)
     write_json(plan.job.image_file, wanted.to_dict(), make_parents=False)
@@ -57,6 +60,7 @@ def worker_image(
         moved = movement.obtain(
             client, wanted, plan.node, lambda: _request_archive(plan, wanted, inbox), say
         )
+        _check_ended(plan)  # the leader stopped the job while this node moved its image
         tag, how = images.ensure_personal(
             client, wanted.image_id, plan.identity, plan.node, plan.image
         )
@@ -80,26 +84,40 @@ def _wait_wanted(plan: LaunchPlan, inbox: Inbox) -> Wanted:
 
 
 def _request_archive(plan: LaunchPlan, wanted: Wanted, inbox: Inbox) -> Archive:
-    """Ask the leader to save the image into the store, and wait until it is whole."""
-    store = ImageStore(wanted.store)
+    """Ask the leader to save the image into the store, and wait until it is whole.
+
+    A leader that stops the job for its own reason says why itself: then this node only
+    ends (JobEnded), whatever became of the save. archive-failed.json counts only while
+    the job goes on: it is the leader's report that the save itself failed.
+    """
+    store = ImageStore(wanted.store, warn=movement.stderr_say(plan.node))
     try:
         need = {"node": plan.node, "image_id": wanted.image_id}
         write_json(plan.job.need_file(plan.node), need, make_parents=False)
     except FileNotFoundError as e:
         raise JobEnded("the leader ended the job", node=plan.node) from e
     deadline, leader = time.monotonic() + movement.MOVE_TIMEOUT, Watch(plan.job.heartbeat)
-    while not (archive := store.find(wanted.image_id)):
+    while True:
+        _check_ended(plan)
         if failed := read_json(plan.job.archive_failed):
-            error = failed.get("error")
-            raise ImageError(f"the leader could not save the image: {error}", node=plan.node)
-        what = f"no archive of {wanted.image} appeared in {store.root}"
+            raise ImageError(
+                f"the leader could not save the image: {failed.get('error')}",
+                node=plan.node,
+                hint=str(failed.get("hint") or "see the leader's error on the first node"),
+            )
+        if archive := store.find(wanted.image_id):
+            return archive
+        what = f"no archive of {wanted.image} appeared in {store.area}"
         _check_wait(plan, inbox, deadline, leader, what)
-    return archive
+
+
+def _check_ended(plan: LaunchPlan) -> None:
+    if plan.job.stop_file.exists() or not plan.job.path.exists():
+        raise JobEnded("the leader ended the job", node=plan.node)
 
 
 def _check_wait(plan: LaunchPlan, inbox: Inbox, deadline: float, leader: Watch, what: str) -> None:
-    if plan.job.stop_file.exists() or not plan.job.path.exists():
-        raise JobEnded("the leader ended the job", node=plan.node)
+    _check_ended(plan)
     if inbox.stop.is_set():
         raise NodeFailed("stopped by a signal while waiting for the image", node=plan.node)
     if leader.silent():
@@ -127,19 +145,44 @@ class ArchiveServer(Background):
 
     def loop(self) -> None:
         job: JobDir = self.plan.job
-        while not self.done.is_set():
-            if self.wanted is not None and any(job.path.glob("need.*")):
-                self._save(job, self.wanted)
-                return
-            self.done.wait(POLL)
+        try:
+            while not self.done.is_set():
+                if self.wanted is not None and any(job.path.glob("need.*")):
+                    self._save(job, self.wanted)
+                    return
+                self.done.wait(POLL)
+        except Exception as e:  # a thread's failure would otherwise leave workers waiting
+            self._failed(job, e)
 
     def _save(self, job: JobDir, wanted: Wanted) -> None:
         say = movement.stderr_say(self.plan.node)
         try:
             with Beat(job.moving_file(self.plan.node), BEAT):
-                store = ImageStore(wanted.store)
+                store = ImageStore(wanted.store, warn=say)
                 moved = movement.save(self.client, store, wanted, self.plan.node, say, self.done)
             self.saved.update(moved.to_dict())
-        except ImageError as e:
-            with contextlib.suppress(OSError):
-                write_json(job.archive_failed, {"error": str(e)}, make_parents=False)
+        except SaveAbandoned:
+            return  # the job is ending; the leader reports why, workers see its stop
+        except Exception as e:  # any failure, not only ImageError: workers must not wait
+            self._failed(job, e)
+
+    def _failed(self, job: JobDir, error: Exception) -> None:
+        """Tells the workers at once why there will be no archive.
+
+        Nothing is written once the job is ending (`done` set before the leader's stop):
+        the leader then reports its own reason, and a worker invents no failure.
+        """
+        if self.done.is_set():
+            return
+        if isinstance(error, LauncherError):
+            hint = error.hint or f"see the leader's error on {self.plan.node}"
+            report = {"error": error.message, "hint": hint}
+        else:
+            log.debug("the archive save failed", exc_info=error)
+            report = {
+                "error": f"{type(error).__name__}: {error}",
+                "hint": "an unexpected error in mpidock; run with --verbose and report it",
+            }
+        report["node"] = getattr(error, "node", None) or self.plan.node
+        with contextlib.suppress(OSError):
+            write_json(job.archive_failed, report, make_parents=False)

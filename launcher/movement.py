@@ -11,6 +11,7 @@ Every move is measured (bytes, seconds) and long ones print progress lines.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,11 +21,13 @@ from typing import Any
 import docker
 from docker.errors import DockerException, ImageNotFound
 from docker.utils import parse_repository_tag
+from requests import RequestException
 
 from launcher import progress
 from launcher.errors import ImageError
 from launcher.record import human_size
-from launcher.store import Archive, ImageStore, hex_of, read_chunks
+from launcher.store import Archive, ImageStore, hex_of, open_archive, read_chunks
+from launcher.storefiles import SaveAbandoned
 
 BASE_REPO = "mpidock-base"
 MOVE_TIMEOUT = 3600.0
@@ -47,7 +50,10 @@ class Wanted:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Wanted:
-        return cls(**{f.name: str(data.get(f.name, "")) for f in fields(cls)})
+        """The leader's choice as read back; an ID that is not `sha256:` + hex is refused."""
+        wanted = cls(**{f.name: str(data.get(f.name, "")) for f in fields(cls)})
+        hex_of(wanted.image_id)
+        return wanted
 
 
 @dataclass
@@ -112,9 +118,10 @@ def obtain(
     say: Say,
 ) -> Moved:
     """A worker's view: the wanted ID on this node, by the cheapest path that has it."""
+    hex_of(wanted.image_id)  # never hand the engine or a path anything but an ID
     if local_id(client, wanted.image_id, node):
         return Moved("present")
-    store = ImageStore(wanted.store)
+    store = ImageStore(wanted.store, warn=say)
     if archive := store.find(wanted.image_id):
         return load(client, archive, node, say)
     if wanted.registry:
@@ -126,13 +133,22 @@ def obtain(
 
 
 def load(client: docker.DockerClient, archive: Archive, node: str, say: Say) -> Moved:
-    """`docker load` of one archive, streamed with progress; tags the base mpidock-base:<id>."""
+    """`docker load` of one archive, streamed with progress; tags the base mpidock-base:<id>.
+
+    Only a trusted regular file whose manifest holds exactly the wanted image, untagged,
+    is loaded (launcher.store.open_archive): nothing else reaches the engine.
+    """
     started = time.monotonic()
     meter = Meter(archive.size, f"loading {archive.path.name}", say)
     try:
-        with _long_timeout(client):
-            client.images.load(meter.count(read_chunks(archive.path)))
-    except (OSError, DockerException) as e:
+        with open_archive(archive) as f, _long_timeout(client):
+            client.images.load(meter.count(read_chunks(f)))
+            with contextlib.suppress(OSError):  # the last use, for prune; read-only is fine
+                os.utime(f.fileno())
+    except ImageError as e:
+        e.node = e.node or node
+        raise
+    except (OSError, DockerException, RequestException) as e:
         raise ImageError(f"cannot load {archive.path}: {e}", node=node) from e
     if not local_id(client, archive.image_id, node):
         raise ImageError(
@@ -141,7 +157,6 @@ def load(client: docker.DockerClient, archive: Archive, node: str, say: Say) -> 
             hint=f"remove {archive.path} and its .json; the next job saves it again",
         )
     tag_base(client, archive.image_id)
-    ImageStore(archive.path.parent).touch(archive)
     return Moved("archive", archive.size, time.monotonic() - started)
 
 
@@ -201,14 +216,19 @@ def save(
 ) -> Moved:
     """The leader saves its image into the store once; ('saved' | 'in store', bytes, s).
 
-    Setting `stop` abandons a save under way: its partial file is removed, not left."""
+    Setting `stop` abandons a save under way or waiting for the lock (SaveAbandoned): its
+    partial file is removed, not left."""
     started = time.monotonic()
     try:
         with _long_timeout(client):
             chunks = _until(client.images.get(wanted.image_id).save(chunk_size=1 << 20), stop)
-            archive, wrote = store.write(wanted.image, wanted.image_id, chunks)
-    except DockerException as e:
-        raise ImageError(f"cannot save {wanted.image} into {store.root}: {e}", node=node) from e
+            archive, wrote = store.write(wanted.image, wanted.image_id, chunks, stop)
+    except (DockerException, RequestException) as e:
+        raise ImageError(
+            f"cannot save {wanted.image} into {store.root}: {e}",
+            node=node,
+            hint=f"check {node}'s dockerd (docker info) and that the image is still there",
+        ) from e
     seconds = time.monotonic() - started
     if wrote:
         say(f"saved to {store.root}, {human_size(archive.size)} in {seconds:.1f} s")
@@ -218,7 +238,7 @@ def save(
 def _until(chunks: Iterator[bytes], stop: threading.Event | None) -> Iterator[bytes]:
     for chunk in chunks:
         if stop is not None and stop.is_set():
-            raise ImageError("the save was abandoned: the job no longer needs it")
+            raise SaveAbandoned("the save was abandoned: the job no longer needs it")
         yield chunk
 
 

@@ -9,7 +9,7 @@ import resource
 import signal
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -232,17 +232,36 @@ def test_touch_marks_the_last_use(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tight_umask() -> Iterator[None]:
-    """A umask that would make files private, so only an explicit chmod makes them 0644."""
-    before = os.umask(0o077)
-    yield
+def umask() -> Iterator[Callable[[int], None]]:
+    """Sets the umask for one test and restores it after."""
+    before = os.umask(0o022)
+    yield os.umask
     os.umask(before)
 
 
-@pytest.mark.usefixtures("tight_umask")
-def test_store_files_are_readable_by_every_node(tmp_path: Path) -> None:
+def modes(root: Path) -> dict[str, int]:
+    return {p.suffix: stat.S_IMODE(p.stat().st_mode) for p in root.glob("a*")}
+
+
+def test_a_new_store_is_private(tmp_path: Path, umask: Callable[[int], None]) -> None:
+    umask(0o022)
+    store = ImageStore(tmp_path / "new")
+    store.write(IMAGE, A, iter(CHUNKS))
+    store.note(A, "mpi", "mpirun (Open MPI) 4.1.4\n")
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    assert modes(store.root) == {".tar": 0o600, ".json": 0o600, ".mpi": 0o600}
+
+
+@pytest.mark.parametrize(
+    ("dir_mode", "mask", "file_mode"),
+    [(0o755, 0o022, 0o644), (0o750, 0o022, 0o640), (0o755, 0o077, 0o600), (0o700, 0o000, 0o600)],
+)
+def test_files_are_as_readable_as_the_directory_and_umask_allow(
+    tmp_path: Path, umask: Callable[[int], None], dir_mode: int, mask: int, file_mode: int
+) -> None:
+    tmp_path.chmod(dir_mode)
+    umask(mask)
     store = ImageStore(tmp_path)
     store.write(IMAGE, A, iter(CHUNKS))
     store.note(A, "mpi", "mpirun (Open MPI) 4.1.4\n")
-    modes = {p.suffix: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("a*")}
-    assert modes == {".tar": 0o644, ".json": 0o644, ".mpi": 0o644}
+    assert modes(tmp_path) == {".tar": file_mode, ".json": file_mode, ".mpi": file_mode}
