@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +48,7 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "stdin_open": False,
         "tty": False,
         **_device_kwargs(spec),
+        **_limit_kwargs(spec),
     }
 
 
@@ -60,6 +64,18 @@ def _device_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     if spec.ulimits:
         kwargs["ulimits"] = [Ulimit(name=n, soft=soft, hard=hard) for n, soft, hard in spec.ulimits]
     return kwargs
+
+
+def _limit_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """The step's share of the node; a limit of 0 (or no CPUs, no cgroup) is not set."""
+    kwargs: dict[str, Any] = {
+        "cpuset_cpus": spec.cpuset_cpus,
+        "mem_limit": spec.mem_limit,
+        "memswap_limit": spec.memswap_limit,
+        "pids_limit": spec.pids_limit,
+        "cgroup_parent": spec.cgroup_parent,
+    }
+    return {name: value for name, value in kwargs.items() if value}
 
 
 def client_for_node(node: str, timeout: float = 60) -> docker.DockerClient:
@@ -90,6 +106,7 @@ def start(
     """Create and start; a start that fails removes what it created. `before` runs between
     the two (to attach to the output before the program can write any)."""
     remove_named(client, spec.name)
+    spec = fit_engine(spec, _cgroup_driver(client) if spec.cgroup_parent else "")
     try:
         container = client.containers.create(**docker_kwargs(spec))
     except DockerException as e:
@@ -102,6 +119,23 @@ def start(
         remove(container)
         raise NodeFailed(f"cannot start container {spec.name}: {_why(e)}", node=node) from e
     return container
+
+
+def fit_engine(spec: ContainerSpec, cgroup_driver: str) -> ContainerSpec:
+    """The spec as this engine can start it. A cgroup parent is a path to the cgroupfs
+    driver but a systemd slice to the systemd one, which Slurm's job cgroup is not: there
+    the containers stay in the engine's cgroup, still held by their own limits."""
+    if spec.cgroup_parent and cgroup_driver != "cgroupfs":
+        log.info("engine's cgroup driver %r: not starting in %s", cgroup_driver, spec.cgroup_parent)
+        return dataclasses.replace(spec, cgroup_parent="")
+    return spec
+
+
+def _cgroup_driver(client: docker.DockerClient) -> str:
+    try:
+        return str(client.info().get("CgroupDriver", ""))
+    except DockerException:
+        return ""
 
 
 def remove(container: Container, *, grace: float = 0) -> None:
@@ -136,6 +170,44 @@ def exit_info(container: Container) -> tuple[str, int]:
         return "gone", -1
     state = container.attrs.get("State", {})
     return str(state.get("Status", "unknown")), int(state.get("ExitCode", -1))
+
+
+def out_of_memory(container: Container) -> bool:
+    """Whether the kernel killed a process of the container for memory, as far as Docker
+    said at the last reload (exit_info): State.OOMKilled, set when the container ends,
+    else an "oom" event of the running container (a rank killed while sshd lives on)."""
+    state = container.attrs.get("State") or {}
+    if state.get("OOMKilled"):
+        return True
+    if state.get("Status") != "running":
+        return False
+    try:
+        events = container.client.api.events(
+            since=_epoch(state.get("StartedAt", "")),
+            until=int(time.time()) + 1,
+            filters={"container": container.id, "event": "oom"},
+            decode=True,
+        )
+        return any(True for _ in events)
+    except DockerException:
+        return False
+
+
+def oom_reason(container: Container) -> str:
+    """ "; out of memory (limit N MiB)" when the kernel killed for memory, else ""."""
+    if not out_of_memory(container):
+        return ""
+    limit = int((container.attrs.get("HostConfig") or {}).get("Memory") or 0)
+    return f"; out of memory (limit {limit // (1024 * 1024)} MiB)" if limit else "; out of memory"
+
+
+def _epoch(started_at: str) -> int:
+    # Docker's "2024-05-01T10:00:00.123456789Z": whole seconds are enough for a lower bound.
+    try:
+        when = datetime.datetime.strptime(started_at[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return 0
+    return int(when.replace(tzinfo=datetime.UTC).timestamp())
 
 
 def tail(container: Container, lines: int = 5) -> str:

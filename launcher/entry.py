@@ -19,6 +19,7 @@ from launcher import (
     jobdir,
     jobscript,
     leader,
+    limits,
     network,
     progress,
     reap,
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         flavor=flavor or (MpiFlavor.OPENMPI if args.dry_run else None),
         network=net,
         devices=node_devices,
+        limits=_node_limits(env),
     )
     if args.dry_run:
         return _print_plan(plan, as_json=args.json, assumed=flavor is None)
@@ -183,6 +185,7 @@ def _lead(
                     flavor=flavor,
                     network=plan.network,
                     devices=node_devices,
+                    limits=_node_limits(env),
                 )
                 plan.job.hostfile.write_text(hostfile_text(flavor, plan.nodes))
                 leader.wait_workers(plan, run, inbox)
@@ -198,6 +201,11 @@ def _lead(
         _write_record(plan, run, started, error)
         progress.summary(plan.job_id, len(plan.nodes), run.timings.phases, _exit(run, error))
     return run.exit_code
+
+
+def _node_limits(env: SlurmEnv) -> limits.Limits:
+    """This step's share of this node (its CPUs, the job's memory) for its containers."""
+    return limits.plan_limits(limits.probe(env.job_id), os.environ)
 
 
 def _script_command(path: str) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ POLL = 0.2
 DONE_WAIT = 15.0
 STOP_DONE_WAIT = 5.0  # under a stop signal Slurm's KillWait runs: reports matter less
 BLAME_WAIT = 1.0
+OOM_HINT = "ask Slurm for more memory (--mem, --mem-per-cpu) or use less per rank"
 
 
 @dataclasses.dataclass
@@ -98,6 +99,8 @@ def run_mpirun(
     finally:
         with run.timings.phase("removal"):
             containers.remove(container)
+    if code != 0 and (oom := containers.oom_reason(container)):
+        raise NodeFailed(f"mpirun exited {code}{oom}", node=plan.node, hint=OOM_HINT)
     if code != 0:
         _blame_workers(plan)
     return code

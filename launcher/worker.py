@@ -237,8 +237,12 @@ def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
             time.sleep(POLL)
             continue
         status, code = containers.exit_info(container)
-        if status != "running":
-            reason = f"sshd container {status} (exit {code}): {containers.tail(container)}"
+        oom = containers.oom_reason(container)  # a rank killed while sshd lives on, too
+        if status != "running" or oom:
+            what = (
+                f"sshd container {status} (exit {code})" if status != "running" else "a rank died"
+            )
+            reason = f"{what}{oom}: {containers.tail(container)}"
             raise NodeFailed(reason, node=plan.node)
         if leader.silent():
             _remove_keys(plan)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from launcher.testbed.layout import EPILOG, LOGS, MPIDOCK_BIN, RUN, STATE, Layout
 
+# What each node says it has for jobs' --mem; the nodes share the machine's memory.
+NODE_MEMORY_MB = 2048
+
 
 def slurm_conf(layout: Layout) -> str:
     """slurm.conf for one slurmctld on the host and one slurmd per node namespace."""
@@ -21,7 +24,9 @@ def slurm_conf(layout: Layout) -> str:
         f"SlurmctldLogFile={LOGS}/slurmctld.log",
         f"SlurmdLogFile={LOGS}/slurmd-%n.log",
         "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
+        # Slurm binds each task to the CPUs it was given, so a step's allocation is its
+        # tasks' affinity, which the launcher gives its containers as their cpuset.
+        "TaskPlugin=task/affinity",
         "MpiDefault=none",
         "ReturnToService=2",
         "SelectType=select/cons_tres",
@@ -38,8 +43,12 @@ def slurm_conf(layout: Layout) -> str:
         "MessageTimeout=30",
         f"Epilog={EPILOG}",
     ]
+    # A RealMemory lets jobs ask for --mem (Slurm refuses more than a node has); memory is
+    # not a consumable resource (CR_CPU), so jobs without --mem still share nodes.
     nodes = [
-        f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} State=UNKNOWN" for n in layout.nodes
+        f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} RealMemory={NODE_MEMORY_MB} "
+        "State=UNKNOWN"
+        for n in layout.nodes
     ]
     names = ",".join(n.name for n in layout.nodes)
     part = f"PartitionName=main Nodes={names} Default=YES MaxTime=INFINITE State=UP"

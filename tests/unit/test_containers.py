@@ -9,7 +9,7 @@ import pytest
 from docker.models.containers import _create_container_args
 from docker.types import DeviceRequest, Ulimit
 
-from launcher.containers import docker_kwargs
+from launcher.containers import docker_kwargs, fit_engine
 from launcher.plan import ContainerSpec
 
 SPEC = ContainerSpec(
@@ -32,12 +32,18 @@ DEVICES = replace(
     gpu_ids=("2", "3"),
     ulimits=(("memlock", -1, -1),),
     cap_add=("SYS_PTRACE", "IPC_LOCK"),
+    cpuset_cpus="2-3",
+    mem_limit=300 * 1024**2,
+    memswap_limit=300 * 1024**2,
+    pids_limit=4096,
+    cgroup_parent="/slurm/uid_1000/job_42",
 )
 # docker-py's create() arguments that are not ContainerSpec fields.
 FIXED = {"detach": True, "stdin_open": False, "tty": False}
 # Fields docker-py knows by another name; readonly is carried by the mounts themselves.
 RENAMED = {"gpu_ids": "device_requests", "readonly": None}
 DEVICE_KWARGS = {"devices", "device_requests", "ulimits"}
+LIMIT_KWARGS = {"cpuset_cpus", "mem_limit", "memswap_limit", "pids_limit", "cgroup_parent"}
 
 
 def test_every_field_of_the_spec_is_passed() -> None:
@@ -140,3 +146,30 @@ def test_no_device_settings_reach_the_engine_unplanned(created: dict[str, Any]) 
     host = created["host_config"]
     assert not {"Devices", "DeviceRequests", "Ulimits"} & set(host)
     assert host["CapAdd"] == ["SYS_PTRACE"]
+
+
+# --- the step's share of the node ---------------------------------------------------------------
+
+
+def test_limits_only_when_planned() -> None:
+    assert not LIMIT_KWARGS & set(docker_kwargs(SPEC))
+    cpus_only = replace(SPEC, cpuset_cpus="0")
+    assert set(docker_kwargs(cpus_only)) & LIMIT_KWARGS == {"cpuset_cpus"}
+
+
+def test_docker_py_accepts_the_limits() -> None:
+    host = _create_container_args({**docker_kwargs(DEVICES), "version": "1.44"})["host_config"]
+    assert host["CpusetCpus"] == "2-3"
+    assert host["Memory"] == host["MemorySwap"] == 300 * 1024**2
+    assert host["PidsLimit"] == 4096
+    assert host["CgroupParent"] == "/slurm/uid_1000/job_42"
+
+
+@pytest.mark.parametrize(
+    ("driver", "parent"),
+    [("cgroupfs", "/slurm/uid_1000/job_42"), ("systemd", ""), ("", "")],
+)
+def test_a_cgroup_parent_only_on_an_engine_that_takes_a_path(driver: str, parent: str) -> None:
+    fitted = fit_engine(DEVICES, driver)
+    assert fitted.cgroup_parent == parent
+    assert replace(fitted, cgroup_parent=DEVICES.cgroup_parent) == DEVICES
