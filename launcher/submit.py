@@ -13,21 +13,33 @@ the command line wins over both, a template's defaults lose to everything.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import shlex
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import config, containers, entry, images, jobscript, movement, proc
+from launcher import cache, config, containers, entry, images, jobscript, movement, proc
 from launcher.errors import DockerUnavailable, UsageError
 from launcher.identity import current_identity
 from launcher.store import ImageStore
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 POLL = 1.0
+# --wait-timeout ran out: the job goes on. timeout(1)'s status, so scripts can tell it apart.
+WAIT_EXPIRED = 124
+
+
+@dataclass(frozen=True)
+class WaitLimit:
+    """--wait-timeout: how long --wait follows the job, in seconds and as the user wrote it."""
+
+    seconds: float
+    text: str
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,11 @@ def own_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", help="a site template: image and default resources")
     p.add_argument("--wait", action="store_true", help="follow the job; exit with its status")
     p.add_argument(
+        "--wait-timeout", metavar="DUR",
+        help=f"with --wait: stop following after DUR (45s, 30m, 12h, 7d); the job keeps "
+        f"running and the exit status is {WAIT_EXPIRED}",
+    )  # fmt: skip
+    p.add_argument(
         "--dry-run", action="store_true", help="print the sbatch command; submit nothing"
     )
     p.add_argument("--no-prepare", action="store_true", help="leave the image to the nodes")
@@ -85,7 +102,7 @@ def split(words: list[str], parser: argparse.ArgumentParser) -> tuple[list[str],
     return ours, theirs
 
 
-SUBMIT_ONLY = {"--template", "--wait", "--dry-run", "--no-prepare"}
+SUBMIT_ONLY = {"--template", "--wait", "--wait-timeout", "--dry-run", "--no-prepare"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     plan = prepare_submission(words)
     parsed = _parse(own_parser(), list(plan.ours))
+    limit = wait_limit(parsed)  # a bad one is refused before anything is submitted
     if parsed.dry_run:
         print(shlex.join(["sbatch", *plan.sbatch, "--wrap", plan.wrap]))
         return 0
@@ -104,7 +122,23 @@ def run(args: argparse.Namespace) -> int:
     job_id = sbatch(plan)
     print(f"mpidock: submitted job {job_id}", file=sys.stderr, flush=True)
     print(job_id, flush=True)  # a pipe reader learns it now, not at the job's end
-    return follow(job_id) if parsed.wait else 0
+    return follow(job_id, limit) if parsed.wait else 0
+
+
+def wait_limit(parsed: argparse.Namespace) -> WaitLimit | None:
+    """--wait-timeout as a WaitLimit; None without one."""
+    text = parsed.wait_timeout
+    if text is None:
+        return None
+    if not parsed.wait:
+        raise UsageError("--wait-timeout without --wait", hint="add --wait, or drop the timeout")
+    seconds = cache.parse_duration(text)
+    if not seconds:
+        raise UsageError(
+            f"--wait-timeout {text} would stop following at once",
+            hint="give a positive duration: 45s, 30m, 12h, 7d or 2w",
+        )
+    return WaitLimit(seconds, text.strip())
 
 
 def prepare_submission(words: list[str]) -> Submission:
@@ -177,13 +211,40 @@ def sbatch(plan: Submission) -> str:
     return done.stdout.strip().split(";")[0]
 
 
-def follow(job_id: str) -> int:
+def _expired(job_id: str, limit: WaitLimit) -> int:
+    print(
+        f"mpidock: stopped following job {job_id} after {limit.text} (--wait-timeout); "
+        f"it keeps running (scancel {job_id} stops it)",
+        file=sys.stderr,
+    )
+    return WAIT_EXPIRED
+
+
+def job_state(job_id: str) -> tuple[str, int]:
+    out = proc.run(["scontrol", "show", "job", job_id], timeout=30).stdout
+    state = re.search(r"JobState=(\S+)", out)
+    code = re.search(r"\bExitCode=(\d+):(\d+)", out)
+    exit_code = int(code.group(1)) if code else 0
+    if code and not exit_code and int(code.group(2)):
+        exit_code = 128 + int(code.group(2))
+    return (state.group(1) if state else "UNKNOWN", exit_code)
+
+
+def follow(
+    job_id: str,
+    limit: WaitLimit | None = None,
+    ask: Callable[[str], tuple[str, int]] = job_state,
+) -> int:
     """Waits for the job's end; its exit status (1 for an end without one, e.g. TIMEOUT).
 
-    An interrupt stops the following only, as with sbatch --wait: the job is Slurm's.
+    An interrupt, or the limit running out (WAIT_EXPIRED), stops the following only, as
+    with sbatch --wait: the job is Slurm's. `ask` gives the job's state and exit code.
     """
+    deadline = time.monotonic() + (limit.seconds if limit else math.inf)
     try:
-        while (found := job_state(job_id))[0] in ACTIVE:
+        while (found := ask(job_id))[0] in ACTIVE:
+            if limit is not None and time.monotonic() >= deadline:
+                return _expired(job_id, limit)
             time.sleep(POLL)
     except KeyboardInterrupt:
         print(
@@ -197,16 +258,6 @@ def follow(job_id: str) -> int:
     if state == "COMPLETED":
         return 0
     return code or 1
-
-
-def job_state(job_id: str) -> tuple[str, int]:
-    out = proc.run(["scontrol", "show", "job", job_id], timeout=30).stdout
-    state = re.search(r"JobState=(\S+)", out)
-    code = re.search(r"\bExitCode=(\d+):(\d+)", out)
-    exit_code = int(code.group(1)) if code else 0
-    if code and not exit_code and int(code.group(2)):
-        exit_code = 128 + int(code.group(2))
-    return (state.group(1) if state else "UNKNOWN", exit_code)
 
 
 def _at_separator(words: list[str]) -> tuple[list[str], list[str]]:

@@ -1,5 +1,6 @@
 """The front door on the testbed: `mpidock submit` with a command, a template, a #PBS and
-an #SBATCH job script whose plain mpirun reaches every node; --wait's exit status."""
+an #SBATCH job script whose plain mpirun reaches every node; --wait's exit status and
+--wait-timeout."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from launcher.submit import ACTIVE, WAIT_EXPIRED
 from launcher.testbed.jobs import user_argv
 from tests.conftest import run
 from tests.testbed.conftest import HOME, NODES, as_user, assert_nothing_left, wait
@@ -88,6 +93,44 @@ def test_an_interrupted_wait_stops_following_and_leaves_the_job_running() -> Non
     assert follower.returncode == 130, err
     assert f"stopped following job {job_id}; it keeps running (scancel {job_id} stops it)" in err
     assert "Traceback" not in err
+    assert state(job_id) == "RUNNING"
+    run(["scancel", job_id])
+    job = wait(job_id, timeout=60)
+    assert job.state == "CANCELLED"
+    assert_nothing_left(job)
+
+
+@pytest.fixture
+def left_running() -> Iterator[list[str]]:
+    """Jobs a test leaves running on purpose: cancelled at its end, their output removed."""
+    jobs: list[str] = []
+    yield jobs
+    for job_id in jobs:
+        if state(job_id) in ACTIVE:
+            run(["scancel", job_id])
+            wait(job_id, timeout=60)
+        (HOME / f"slurm-{job_id}.out").unlink(missing_ok=True)
+
+
+def test_a_wait_timeout_stops_following_and_leaves_the_job_running(
+    left_running: list[str],
+) -> None:
+    done = as_user(
+        ["mpidock", "submit", "--wait", "--wait-timeout", "5s", "-N", "1",
+         "--image", "mpidock/openmpi", "--", "sleep", "120"],
+        timeout=120,
+    )  # fmt: skip
+    match = re.search(r"^(\d+)$", done.stdout, re.M)
+    assert match, done.stdout + done.stderr
+    job_id = match.group(1)
+    left_running.append(job_id)
+    assert done.returncode == WAIT_EXPIRED == 124, done.stderr
+    assert (
+        f"mpidock: stopped following job {job_id} after 5s (--wait-timeout); it keeps "
+        f"running (scancel {job_id} stops it)"
+    ) in done.stderr
+    assert "Traceback" not in done.stderr
+    until(lambda: bool(containers_of(job_id, NODES[0], "leader")), 60, "the job running")
     assert state(job_id) == "RUNNING"
     run(["scancel", job_id])
     job = wait(job_id, timeout=60)

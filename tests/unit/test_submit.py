@@ -11,7 +11,15 @@ import pytest
 from launcher import jobscript
 from launcher.cli import main
 from launcher.errors import UsageError
-from launcher.submit import own_parser, prepare_submission, split
+from launcher.submit import (
+    WAIT_EXPIRED,
+    WaitLimit,
+    follow,
+    own_parser,
+    prepare_submission,
+    split,
+    wait_limit,
+)
 
 SITE = """\
 [templates.cfd]
@@ -109,3 +117,64 @@ def test_an_unreadable_script_is_one_line(tmp_path: Path) -> None:
         prepare_submission([str(job)])
     with pytest.raises(UsageError, match=f"cannot read job script {job}: Is a directory"):
         jobscript.load(job)
+
+
+# --- --wait-timeout ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "limit"),
+    [(["--wait"], None),
+     (["--wait", "--wait-timeout", "45s"], WaitLimit(45.0, "45s")),
+     (["--wait", "--wait-timeout=12h"], WaitLimit(43200.0, "12h")),
+     (["--wait-timeout", "2w", "--wait"], WaitLimit(1209600.0, "2w"))],
+)  # fmt: skip
+def test_wait_timeout_is_a_duration(words: list[str], limit: WaitLimit | None) -> None:
+    assert wait_limit(own_parser().parse_args(words)) == limit
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [(["--wait-timeout", "5m"], "--wait-timeout without --wait"),
+     (["--wait", "--wait-timeout", "0s"], "--wait-timeout 0s would stop following at once"),
+     (["--wait", "--wait-timeout", "5"], "bad duration '5'"),
+     (["--wait", "--wait-timeout", "\u00b2s"], "bad duration '\u00b2s'"),
+     (["--wait", "--wait-timeout", "1.5h"], "bad duration '1.5h'")],
+)  # fmt: skip
+def test_a_bad_wait_timeout_is_refused_before_anything_is_submitted(
+    words: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No sbatch on a unit test's PATH is needed: the refusal comes first.
+    assert main(["submit", *words, "--image", "lab/cfd", "--", "./solver"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mpidock: error: {message}")
+    assert len(err.splitlines()) == 1
+    assert "(hint: " in err
+
+
+def test_wait_timeout_stays_with_submit(capsys: pytest.CaptureFixture[str]) -> None:
+    words = ["--dry-run", "--wait", "--wait-timeout", "5s", "--image", "lab/cfd", "--", "./app"]
+    assert main(["submit", *words]) == 0
+    assert "wait" not in capsys.readouterr().out
+
+
+def test_follow_stops_at_the_limit_and_says_the_job_goes_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    asked: list[str] = []
+
+    def running(job_id: str) -> tuple[str, int]:
+        asked.append(job_id)
+        return "RUNNING", 0
+
+    assert follow("77", WaitLimit(0.0, "5s"), running) == WAIT_EXPIRED == 124
+    assert asked == ["77"]
+    assert capsys.readouterr().err == (
+        "mpidock: stopped following job 77 after 5s (--wait-timeout); it keeps running "
+        "(scancel 77 stops it)\n"
+    )
+
+
+def test_follow_within_the_limit_gives_the_jobs_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert follow("78", WaitLimit(3600.0, "1h"), lambda _: ("FAILED", 7)) == 7
+    assert capsys.readouterr().err == "mpidock: job 78 FAILED, exit code 7\n"
