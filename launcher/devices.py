@@ -206,7 +206,7 @@ def _amd(kfd: DeviceFile, render: tuple[DeviceFile, ...], env: Mapping[str, str]
     source, ids = allocated_gpus(env, AMD_SOURCES)
     if not ids:
         return DevicePlan()
-    if bad := [gpu for gpu in ids if not gpu.isdigit()]:
+    if bad := [gpu for gpu in ids if not re.fullmatch(r"[0-9]+", gpu)]:  # not "²": int() fails
         raise UsageError(
             f"cannot tell the render node of AMD GPU {bad[0]!r} ({source}={env[source]!r})",
             hint="ask Slurm for the GPUs (--gpus), which names them by index in SLURM_JOB_GPUS",

@@ -213,9 +213,10 @@ def test_amd_gpus_none_of_which_has_a_render_node_pass_nothing() -> None:
     assert "none passed" in plan.summary
 
 
-def test_amd_gpu_named_by_uuid_is_an_error() -> None:
-    with pytest.raises(UsageError, match="AMD GPU 'GPU-4f2a'") as info:
-        plan_devices(AMD, {"ROCR_VISIBLE_DEVICES": "GPU-4f2a"}, groups=HELD)
+@pytest.mark.parametrize("gpu", ["GPU-4f2a", "\u00b2"])
+def test_amd_gpu_not_named_by_index_is_an_error(gpu: str) -> None:
+    with pytest.raises(UsageError, match=f"AMD GPU '{gpu}'") as info:
+        plan_devices(AMD, {"ROCR_VISIBLE_DEVICES": gpu}, groups=HELD)
     assert "SLURM_JOB_GPUS" in info.value.hint
 
 
