@@ -60,10 +60,12 @@ def write_json(path: Path, data: dict[str, Any], *, make_parents: bool = True) -
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in the file; None when it is missing, unreadable or not an object."""
     try:
-        return dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def human_size(n: int) -> str:

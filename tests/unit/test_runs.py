@@ -50,6 +50,7 @@ def test_newest_first_and_unreadable_records_skipped(tmp_path: Path) -> None:
         path.write_text(json.dumps(RECORD | {"job_id": job}))
         os.utime(path, (mtime, mtime))
     (tmp_path / "4.json").write_text("{not json")
+    (tmp_path / "5.json").write_text("[1, 2]")  # JSON, but not a record
     assert [r["job_id"] for r in newest(tmp_path, 3)] == ["2", "3", "1"]
 
 
