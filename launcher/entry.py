@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import re
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,9 @@ from launcher.record import Timings, own_cost, runs_dir, write_json
 from launcher.signals import Inbox
 from launcher.slurm import SlurmEnv
 from launcher.store import ImageStore
+
+INTERNAL_ERROR = 70  # cli.main's status for an unexpected exception (EX_SOFTWARE)
+INTERRUPTED = 130
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -145,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if plan.role == "idle":
         return 0
     progress.QUIET = args.quiet
-    jobdir.check_root(plan.job.path.parent, ident.user, plan.node)
+    jobdir.check_root(plan.job.path.parent.parent, ident.user, plan.node)
     inbox = Inbox().install()
     if plan.role == "worker":
         return worker.run_worker(plan, inbox)
@@ -162,11 +167,11 @@ def _lead(
 ) -> int:
     started = time.time()
     run = leader.LeaderRun(timings=Timings(plan.node))
-    error: LauncherError | None = None
+    error: BaseException | None = None
     client, tag = None, ""
-    # The job directory first: from then on every failure reaches the workers at once.
-    leader.create_job(plan)
     try:
+        # The job directory first: from then on every failure reaches the workers at once.
+        leader.create_job(plan, run)
         with leader.heartbeat(plan):
             client = containers.client_for_node(plan.node)
             reap.at_start(client, plan)
@@ -190,17 +195,34 @@ def _lead(
                 plan.job.hostfile.write_text(hostfile_text(flavor, plan.nodes))
                 leader.wait_workers(plan, run, inbox)
             run.exit_code = leader.run_mpirun(plan, client, run, inbox, tag)
-    except LauncherError as e:
-        e.node = e.node or plan.node
+    except BaseException as e:
+        if isinstance(e, LauncherError):
+            e.node = e.node or plan.node
         error = e
         raise
     finally:
-        leader.end_job(plan, run, stopping=inbox.stop.is_set())
-        if client is not None and tag and not plan.keep_image:
-            images.remove_personal(client, tag)
+        _teardown(plan, run, inbox.stop.is_set(), client, "" if plan.keep_image else tag)
         _write_record(plan, run, started, error)
         progress.summary(plan.job_id, len(plan.nodes), run.timings.phases, _exit(run, error))
     return run.exit_code
+
+
+def _teardown(
+    plan: LaunchPlan, run: leader.LeaderRun, stopping: bool, client: Any, tag: str
+) -> None:
+    """Every step of the end runs whatever the others did. A failure is noted in the
+    record and said, never raised: teardown cannot change how the job ended."""
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("job directory", lambda: leader.end_job(plan, run, stopping=stopping))
+    ]
+    if client is not None and tag:
+        steps.append(("personalized image", lambda: images.remove_personal(client, tag)))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as e:
+            run.problems.append(f"{what}: {type(e).__name__}: {e}")
+            print(f"mpidock: {plan.node}: teardown of the {what} failed: {e}", file=sys.stderr)
 
 
 def _node_limits(env: SlurmEnv) -> limits.Limits:
@@ -224,7 +246,7 @@ def _mpi_version(client: Any, plan: LaunchPlan, tag: str, wanted: Wanted) -> str
 
 
 def _write_record(
-    plan: LaunchPlan, run: leader.LeaderRun, started: float, error: LauncherError | None
+    plan: LaunchPlan, run: leader.LeaderRun, started: float, error: BaseException | None
 ) -> None:
     record = {
         "job_id": plan.job_id, "started": started, "ended": time.time(),
@@ -235,16 +257,35 @@ def _write_record(
         "workers": run.nodes, "mpirun_argv": list(plan.mpirun),
         "exit_code": _exit(run, error),
         "mpirun_exit_code": run.exit_code,
-        "error": None if error is None else _error(error),
+        "error": None if error is None else _error(error, plan.node),
+        "teardown_problems": run.problems,
     }  # fmt: skip
-    write_json(runs_dir(plan.identity.home) / f"{plan.job_id}.json", record)
+    path = runs_dir(plan.identity.home) / record_name(plan)
+    try:
+        write_json(path, record)
+    except OSError as e:  # said, not raised: the job's own outcome stands
+        print(f"mpidock: {plan.node}: cannot write the run record {path}: {e}", file=sys.stderr)
 
 
-def _exit(run: leader.LeaderRun, error: LauncherError | None) -> int:
-    return (run.exit_code or 0) if error is None else 1
+def record_name(plan: LaunchPlan) -> str:
+    """``<job>.json``; a later step of the job (a second srun) gets ``<job>.<step>.json``."""
+    later = plan.step_id not in ("", "0")
+    return f"{plan.job_id}.{plan.step_id}.json" if later else f"{plan.job_id}.json"
 
 
-def _error(error: LauncherError) -> dict[str, Any]:
+def _exit(run: leader.LeaderRun, error: BaseException | None) -> int:
+    """The status `mpidock` exits with, as cli.main turns each outcome into one."""
+    if error is None:
+        return run.exit_code if run.exit_code is not None else INTERNAL_ERROR
+    if isinstance(error, LauncherError):
+        return error.exit_code
+    return INTERRUPTED if isinstance(error, KeyboardInterrupt) else INTERNAL_ERROR
+
+
+def _error(error: BaseException, node: str) -> dict[str, Any]:
+    if not isinstance(error, LauncherError):  # a defect of mpidock, or an interrupt
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        return {"message": message, "node": node, "kind": "internal error"}
     entry: dict[str, Any] = {"message": str(error), "node": error.node}
     entry["kind"] = type(error).__name__
     if isinstance(error, WorkerFailed):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +69,15 @@ def assert_nothing_left(job: Job, epilog_removed: Collection[str] = ()) -> None:
             assert removed, f"{node.name}: the Epilog removed nothing of job {job.job_id}"
         else:
             assert removed == [], f"the launcher left these to the Epilog: {removed}"
-    assert not (job.home / ".mpidock" / "jobs" / job.job_id).exists()
+    assert job_dirs_of(job) == []
+
+
+def job_dirs_of(job: Job, root: Path | None = None) -> list[str]:
+    """The job's directories (one per step, <job>.<step>) left in the user's directory of
+    the job root (default ~/.mpidock/jobs)."""
+    mine = (root or job.home / ".mpidock" / "jobs") / job.home.name
+    found = mine.iterdir() if mine.is_dir() else iter(())
+    return sorted(p.name for p in found if p.name.split(".")[0] == job.job_id)
 
 
 def epilog_lines(job_id: str, node: Node) -> list[str]:

@@ -91,5 +91,5 @@ def kill_entry(job_id: str, node: Node, sig: int = signal.SIGKILL) -> None:
 
 
 def job_dirs(user: str = "mpiuser") -> list[str]:
-    root = home_of(user) / ".mpidock" / "jobs"
+    root = home_of(user) / ".mpidock" / "jobs" / user
     return sorted(p.name for p in root.iterdir()) if root.exists() else []

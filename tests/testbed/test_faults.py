@@ -253,7 +253,7 @@ def test_reap_and_the_next_start_remove_an_ended_jobs_containers_only() -> None:
     assert nearby.state == "COMPLETED", nearby.output
     assert "sim2: removed container mpidock-test-ended of job 7" in nearby.output
     assert sorted(containers_of(running, node)) == sorted(
-        ["mpidock-test-running", f"mpidock-{running}-worker-sim2"]
+        ["mpidock-test-running", f"mpidock-{running}.0-worker-sim2"]
     )
     docker_on(node, "run", "-d", "--name", "mpidock-test-ended", "--label",
               "org.mpidock.job=7", "mpidock/openmpi", "sleep", "600")  # fmt: skip

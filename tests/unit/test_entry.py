@@ -12,9 +12,12 @@ import pytest
 from launcher import containers, devices, entry, images, leader, network, worker
 from launcher.cli import main
 from launcher.devices import DeviceFile, NodeDevices
+from launcher.identity import current_identity
 from launcher.mpi import Network
 from launcher.signals import Inbox
 from tests.unit.samples import NET, STEP, WORKER
+
+USER = current_identity().user
 
 
 class Step:
@@ -134,10 +137,10 @@ def test_dry_run_options_reach_the_plan(step: Step, capsys: pytest.CaptureFixtur
     )  # fmt: skip
     assert plan["flavor"] == "mpich"
     assert plan["port"] == 2222
-    assert plan["job_dir"] == "/shared/jobs/42"
+    assert plan["job_dir"] == f"/shared/jobs/{USER}/42.0"
     assert step.chosen == [(["sim2", "sim3"], "eth0")]
     assert plan["mpirun"] == [
-        "mpiexec", "-launcher", "ssh", "-launcher-exec", "/shared/jobs/42/ssh",
+        "mpiexec", "-launcher", "ssh", "-launcher-exec", f"/shared/jobs/{USER}/42.0/ssh",
         "-hosts", "sim1:4,sim2:1", "-n", "5",
         "-iface", "eth0", "-genv", "UCX_NET_DEVICES", "eth0",
         "-genvlist", "OMP_NUM_THREADS",
