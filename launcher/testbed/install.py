@@ -52,8 +52,7 @@ def ensure_installed(src: Path | None = None) -> str:
     want = f"{src}\n{editable}\n{_digest(src / 'pyproject.toml')}\n"
     if editable and stamp.exists() and stamp.read_text() == want and LINK.exists():
         return "up to date"
-    if not (VENV / "bin" / "python").exists():
-        run([SYSTEM_PYTHON, "-m", "venv", str(VENV)], timeout=300)
+    _fresh_venv()
     pip = [str(VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
     run([*pip, *(["-e", str(src)] if editable else ["--force-reinstall", str(src)])], timeout=600)
     stamp.write_text(want)
@@ -73,13 +72,11 @@ def _install_package_copy() -> str:
     want = f"{PACKAGE}\ncopy\n{_tree_digest(PACKAGE)}\n"
     if stamp.exists() and stamp.read_text() == want and LINK.exists():
         return "up to date (copy of the installed package)"
-    if not (VENV / "bin" / "python").exists():
-        run([SYSTEM_PYTHON, "-m", "venv", str(VENV)], timeout=300)
+    _fresh_venv()
     requires = [r for r in importlib.metadata.requires("mpidock") or [] if "extra ==" not in r]
     pip = [str(VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
     run([*pip, *requires], timeout=600)
     site = Path(_venv_purelib())
-    shutil.rmtree(site / "launcher", ignore_errors=True)
     shutil.copytree(PACKAGE, site / "launcher", ignore=shutil.ignore_patterns("__pycache__"))
     entry = VENV / "bin" / "mpidock"
     entry.write_text(ENTRY.format(python=VENV / "bin" / "python"))
@@ -89,6 +86,17 @@ def _install_package_copy() -> str:
         LINK.unlink()
     os.symlink(entry, LINK)
     return "installed (copy of the installed package)"
+
+
+def _fresh_venv() -> None:
+    """The venv, holding no launcher: an earlier install of either kind would shadow the
+    next (a copied package in site-packages hides an editable install's finder)."""
+    if not (VENV / "bin" / "python").exists():
+        run([SYSTEM_PYTHON, "-m", "venv", str(VENV)], timeout=300)
+        return
+    uninstall = [str(VENV / "bin" / "pip"), "uninstall", "-y", "-q", "mpidock"]
+    run(uninstall, timeout=300, check=False)
+    shutil.rmtree(Path(_venv_purelib()) / "launcher", ignore_errors=True)
 
 
 def _venv_purelib() -> str:

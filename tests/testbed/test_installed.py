@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from launcher.testbed.images import context_digest
+from launcher.testbed.install import VENV
 from tests.conftest import MPIDOCK, NODE_COUNT, run
 from tests.testbed.conftest import launch
 
@@ -35,7 +36,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         assert back.returncode == 0, back.stderr
         said = [line for line in (back.stderr + back.stdout).splitlines() if "launcher for" in line]
         assert said, back.stderr
-        assert "copy" not in said[0]  # the checkout's editable install is back
+        assert "copy" not in said[0]  # the checkout's editable install is back...
+        ask = [str(VENV / "bin" / "python"), "-c", "import launcher; print(launcher.__file__)"]
+        where = subprocess.run(ask, capture_output=True, text=True, check=True, cwd="/").stdout
+        assert Path(where.strip()).is_relative_to(ROOT), where  # ...and no copy shadows it
 
 
 def test_the_installed_copy_carries_the_example_images_sources(installed: Path) -> None:
