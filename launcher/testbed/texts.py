@@ -36,6 +36,8 @@ def slurm_conf(layout: Layout) -> str:
         "JobCompType=jobcomp/none",
         "JobAcctGatherType=jobacct_gather/none",
         "InactiveLimit=0",
+        # As sites that keep users' jobs apart: squeue shows a user only their own jobs.
+        "PrivateData=jobs",
         "KillWait=30",
         "MinJobAge=600",
         "SlurmdTimeout=300",
