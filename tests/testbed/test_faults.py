@@ -32,6 +32,7 @@ from tests.testbed.inject import (
     start_running,
     until,
 )
+from tests.testbed.test_images import place
 
 FAULTY = "mpidock/faulty"
 RANK_TRAPS = (
@@ -323,12 +324,26 @@ def test_a_job_root_no_one_can_write_fails_every_node_at_once(locked: Path) -> N
     assert_nothing_left(job)
 
 
-def test_an_image_with_an_unknown_mpi_is_named(faulty: str) -> None:
-    job = launch(["-N", "3"], ["--image", f"{faulty}:nompi"], "true")
+@pytest.mark.parametrize("where", ["sim1 only", "every node"])
+def test_an_image_with_an_unknown_mpi_is_named(faulty: str, where: str) -> None:
+    # On sim1 only, with no archive in the store, the workers wait on the leader's save
+    # when the leader stops the job: they must add no failure of their own.
+    image = f"{faulty}:nompi"
+    hexid = docker_on(NODES[0], "image", "inspect", "-f", "{{.Id}}", image).split(":")[1]
+    store = HOME / ".mpidock" / "images"
+    for path in store.glob(f"{hexid}.*"):
+        path.unlink()
+    if where == "every node":
+        for node in NODES[1:]:
+            place(image, NODES[0], node)
+    job = launch(["-N", "3"], ["--image", image], "true")
     assert job.state == "FAILED"
     (error,) = one_line_errors(job.output)
     assert "sim1: cannot tell which MPI the image has from `mpirun --version`: FooMPI" in error
+    assert "could not save" not in job.output
     assert_nothing_left(job)
+    for path in store.glob(f"*{hexid}*"):
+        path.unlink()
 
 
 @pytest.fixture

@@ -6,9 +6,13 @@ places it where the case needs it, runs real jobs and reads the run records.
 
 from __future__ import annotations
 
+import io
+import json
 import secrets
 import shutil
+import stat
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,3 +211,115 @@ def test_a_worker_still_moving_its_image_is_waited_for_past_the_deadline(fresh: 
     assert stamps(job.output, fresh.stamp) == 3
     moved = [node["image"]["seconds"] for node in job.record()["workers"].values()]
     assert max(moved) > 1
+
+
+# A store shared by every user of the cluster, and what another user plants in it.
+SHARED_STORE = HOME.parent.parent / "shared-store"
+ATTACKER = "mpiother"
+POISON_TAG = "mpidock/openmpi:latest"  # the name a poisoned archive would take over
+
+
+@pytest.fixture
+def shared_store() -> Iterator[Path]:
+    """A site-wide store: root's, sticky and writable by all (mode 1777)."""
+    shutil.rmtree(SHARED_STORE, ignore_errors=True)
+    SHARED_STORE.mkdir()
+    SHARED_STORE.chmod(0o1777)
+    yield SHARED_STORE
+    shutil.rmtree(SHARED_STORE, ignore_errors=True)
+
+
+@pytest.fixture
+def attacker_files() -> Iterator[Path]:
+    """A directory of the attacker's own, to prepare what he plants."""
+    path = home_of(ATTACKER) / "plant"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def poisoned_archive(path: Path) -> str:
+    """A real `docker save` of a small image, its manifest rewritten to tag it as
+    POISON_TAG: what an attacker leaves as someone else's archive. Its ID is returned."""
+    tag = f"mpidock/poison-{secrets.token_hex(4)}"
+    empty_tar = "\0" * 10240
+    image_id = docker_on(NODES[0], "import", "-c", "LABEL x=1", "-", tag, stdin=empty_tar)
+    try:
+        saved = path.with_name("saved.tar")
+        with open(saved, "wb") as out:
+            done = subprocess.run(["docker", "-H", NODES[0].docker_url, "save", tag], stdout=out)
+        assert done.returncode == 0
+    finally:
+        docker_on(NODES[0], "rmi", tag)
+    with tarfile.open(saved) as src, tarfile.open(path, "w") as dst:
+        for info in src:
+            data = src.extractfile(info) if info.isreg() else None
+            if info.name == "manifest.json" and data is not None:
+                manifest = json.loads(data.read())
+                manifest[0]["RepoTags"] = [POISON_TAG]
+                text = json.dumps(manifest).encode()
+                info.size, data = len(text), io.BytesIO(text)
+            dst.addfile(info, data)
+    saved.unlink()
+    path.chmod(0o644)
+    return image_id
+
+
+def plant(store: Path, name: str, source: Path | None = None) -> None:
+    """The attacker puts a file (a FIFO without a source) into the shared store."""
+    argv = ["cp", str(source), str(store / name)] if source else ["mkfifo", str(store / name)]
+    done = as_user(argv, user=ATTACKER)
+    assert done.returncode == 0, done.stderr
+
+
+def ids_of(tag: str) -> list[str]:
+    return [docker_on(node, "image", "inspect", "-f", "{{.Id}}", tag) for node in NODES]
+
+
+def test_a_poisoned_archive_in_a_shared_store_is_ignored_and_moves_no_name(
+    fresh: Fresh, shared_store: Path, attacker_files: Path
+) -> None:
+    before = ids_of(POISON_TAG)
+    poison = attacker_files / "poison.tar"
+    poison_id = poisoned_archive(poison)
+    note = attacker_files / "note.json"
+    note.write_text(json.dumps({"image": fresh.tag, "id": fresh.image_id, "saved": 9e9}))
+    note.chmod(0o644)
+    plant(shared_store, f"{fresh.hex}.tar", poison)
+    plant(shared_store, f"{fresh.hex}.json", note)
+    plant(shared_store, f"{fresh.hex}.mpi")  # a FIFO: reading it would block forever
+    job = launch(
+        ["-N", "3"], ["--image", fresh.tag, "--image-store", str(shared_store)], "cat /stamp"
+    )
+    assert job.state == "COMPLETED", job.output
+    assert stamps(job.output, fresh.stamp) == 3
+    area = shared_store / "uid-1501"
+    refused = f"ignoring {shared_store / fresh.hex}.tar: it belongs to mpiother (uid 1504)"
+    assert any(refused in line for line in job.lines("mpidock: sim2 image:")), job.output
+    for name in ("sim2", "sim3"):
+        assert job.node_records()[name]["image"]["path"] == "archive", name
+    assert (area / f"{fresh.hex}.tar").stat().st_uid == 1501
+    assert stat.S_IMODE(area.stat().st_mode) == 0o700
+    assert stat.S_IMODE((area / f"{fresh.hex}.tar").stat().st_mode) == 0o600
+    assert ids_of(POISON_TAG) == before  # nothing re-tagged on any node
+    for node in NODES:
+        assert docker_on(node, "images", "-q", "--no-trunc").count(poison_id) == 0, node.name
+    assert_nothing_left(job)
+
+
+def test_a_squatted_area_in_a_shared_store_stops_the_job_naming_it(
+    fresh: Fresh, shared_store: Path
+) -> None:
+    area = shared_store / "uid-1501"
+    done = as_user(["mkdir", "-m", "777", str(area)], user=ATTACKER)
+    assert done.returncode == 0, done.stderr
+    job = launch(["-N", "3"], ["--image", fresh.tag, "--image-store", str(shared_store)], "true")
+    assert job.state == "FAILED"
+    errors = job.lines("mpidock: error:")
+    assert errors, job.output
+    for line in errors:
+        assert f"refusing {area}: it belongs to mpiother (uid 1504)" in line, errors
+        assert "(hint: remove " in line, errors
+    assert list(area.iterdir()) == []
+    assert_nothing_left(job)
