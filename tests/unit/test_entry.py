@@ -129,7 +129,10 @@ def test_dry_run_of_an_idle_task(step: Step, capsys: pytest.CaptureFixture[str])
     assert (plan["role"], plan["container"]) == ("idle", None)
 
 
-def test_dry_run_options_reach_the_plan(step: Step, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_options_reach_the_plan(
+    step: Step, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
     plan = dry_run_json(
         capsys, "--mpi", "mpich", "--np", "5", "--port", "2222", "--iface", "eth0",
         "--job-root", "/shared/jobs", "-x", "OMP_NUM_THREADS", "--mpi-arg=-bind-to",
@@ -147,6 +150,7 @@ def test_dry_run_options_reach_the_plan(step: Step, capsys: pytest.CaptureFixtur
         "-bind-to", "core",
         "./solver", "in.cfg",
     ]  # fmt: skip
+    assert ["OMP_NUM_THREADS", "3"] in plan["container"]["environment"]
 
 
 def test_dry_run_shows_the_nodes_devices(
