@@ -1,9 +1,10 @@
 """`mpidock check IMAGE`: will this image run under mpidock? For vendors certifying one.
 
-On this host's engine: a shell, OpenSSH's server and client, mpirun with its flavour and
-version, a user added by personalization, then a real 2-rank run in two containers on a
-private network, rank 1 reached over the per-job ssh exactly as on a cluster. A table of
-results; exit 0 only if every check passes. Everything it creates is removed.
+On this host's engine: a shell, OpenSSH's server and client, mpirun with its family and
+version, the MPI's ABI (the sonames of its libmpi), a user added by personalization, then
+a real 2-rank run in two containers on a private network, rank 1 reached over the per-job
+ssh exactly as on a cluster. A table of results; exit 0 only if every check passes.
+Everything it creates is removed.
 """
 
 from __future__ import annotations
@@ -31,13 +32,26 @@ from launcher import containers, devices, images, jobdir
 from launcher.cache import columns
 from launcher.errors import DockerUnavailable, LauncherError
 from launcher.identity import current_identity
-from launcher.mpi import MpiFlavor, MpiLaunch, detect_flavor, mpirun_argv
+from launcher.mpi import MpiFlavor, MpiLaunch, detect_mpi, mpirun_argv
 from launcher.plan import ContainerSpec, Identity
 from launcher.slurm import NodeSlots
 
 PORT = 2222  # inside the check's private network: no clash with the host's ports
 RUN_TIMEOUT = 120.0
-VERSION = re.compile(r"\b\d+\.\d+(\.\d+)?\b")
+# The MPI's shared libraries: those the loader knows, and those in the lib directory
+# beside mpirun's real path (an MPI under /opt need not be in the loader's cache).
+ABI_PROBE = [
+    "/bin/sh", "-c",
+    "{ ldconfig -p 2>/dev/null; m=$(command -v mpirun || command -v mpiexec) "
+    '&& ls "$(dirname "$(readlink -f "$m")")/../lib" 2>/dev/null; } '
+    "| grep -oE 'libmpi(ch)?(_abi)?[.]so[.][0-9]+' | sort -u",
+]  # fmt: skip
+ABIS = {
+    "libmpi.so.12": "MPICH ABI",
+    "libmpich.so.12": "MPICH ABI",
+    "libmpi.so.40": "Open MPI ABI",
+    "libmpi_abi.so.1": "MPI-5 standard ABI",
+}
 # Root cannot be the job user (sshd refuses it); root's checks run as this one.
 STAND_IN = Identity(user="mpidock-check", uid=4242, gid=4242, group="mpidock-check",
                     groups=(), home="/tmp", shell="/bin/sh")  # fmt: skip
@@ -103,7 +117,7 @@ def check(
     results.append(probe(client, image, "sshd", ["/bin/sh", "-c", "ls /usr/sbin/sshd"], timeout))
     results.append(probe(client, image, "ssh client", ["/bin/sh", "-c", "ssh -V"], timeout))
     flavor, found = mpi_of(client, image, timeout)
-    results.append(found)
+    results += [found, abi_of(client, image, timeout)]
     ident = _identity()
     try:
         tag, _ = images.ensure_personal(client, image, ident, node)
@@ -157,12 +171,25 @@ def mpi_of(
     if code != 0:
         return None, Result("mpirun", False, f"no mpirun or mpiexec on the PATH: {_first(text)}")
     try:
-        flavor = detect_flavor(text)
+        found = detect_mpi(text)
     except LauncherError as e:
         return None, Result("mpirun", False, e.message)
-    version = VERSION.search(text)
-    detail = f"{flavor.value} {version.group(0)}" if version else f"{flavor.value}: {_first(text)}"
-    return flavor, Result("mpirun", True, detail)
+    detail = str(found) if found.version else f"{found.flavor.value}: {_first(text)}"
+    return found.flavor, Result("mpirun", True, detail)
+
+
+def abi_of(client: docker.DockerClient, image: str, timeout: float) -> Result:
+    """The ABIs the image's MPI libraries offer, by soname (what an injected MPI or a
+    binary built elsewhere must match)."""
+    code, text = run_once(client, image, ABI_PROBE, timeout)
+    if code == -1:
+        return Result("MPI ABI", False, _first(text))
+    sonames = [name for name in text.split() if name.startswith("libmpi")]
+    if not sonames:
+        return Result("MPI ABI", False, "no libmpi.so.* known to the loader or beside mpirun")
+    known = [f"{name} ({ABIS[name]})" for name in sonames if name in ABIS]
+    other = [name for name in sonames if name not in ABIS]
+    return Result("MPI ABI", True, ", ".join([*known, *other]))
 
 
 def user_added(client: docker.DockerClient, tag: str, ident: Identity, timeout: float) -> Result:

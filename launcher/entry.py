@@ -30,7 +30,14 @@ from launcher import (
 from launcher.errors import LauncherError, UsageError, WorkerFailed
 from launcher.identity import current_identity
 from launcher.movement import Wanted
-from launcher.mpi import MpiFlavor, detect_flavor, display, forwarded_values, hostfile_text
+from launcher.mpi import (
+    MpiFlavor,
+    MpiFound,
+    detect_mpi,
+    display,
+    forwarded_values,
+    hostfile_text,
+)
 from launcher.plan import LaunchPlan, Options, build_plan
 from launcher.record import Timings, own_cost, runs_dir, write_json
 from launcher.signals import Inbox
@@ -180,7 +187,10 @@ def _lead(
                 with run.timings.phase("image"):
                     tag, wanted, run.image = distribution.lead_image(plan, client, server)
                     run.image_id = wanted.image_id
-                    flavor = flavor or detect_flavor(_mpi_version(client, plan, tag, wanted))
+                    # --mpi names the family only: its version stays unknown.
+                    found = MpiFound(flavor) if flavor else None
+                    found = found or detect_mpi(_mpi_version(client, plan, tag, wanted))
+                    flavor = found.flavor
                 plan = build_plan(
                     env,
                     opts,
@@ -191,6 +201,7 @@ def _lead(
                     network=plan.network,
                     devices=node_devices,
                     limits=_node_limits(env),
+                    mpi_version=found.version,
                 )
                 plan.job.hostfile.write_text(hostfile_text(flavor, plan.nodes))
                 leader.wait_workers(plan, run, inbox)
@@ -251,6 +262,7 @@ def _write_record(
     record = {
         "job_id": plan.job_id, "started": started, "ended": time.time(),
         "image": plan.image, "image_id": run.image_id, "mpi": plan.flavor,
+        "mpi_version": plan.mpi_version,
         "nodes": [{"node": h.node, "slots": h.slots} for h in plan.nodes],
         "leader": {"node": plan.node, "image": run.image, "archive": run.archive,
                    "timings": run.timings.phases, "self": own_cost()},

