@@ -107,7 +107,12 @@ def _start_sshd(
         jobdir.verify_file(config)
         with timings.phase("container"):
             container = containers.start(client, spec, plan.node)
-        if _wait_listening(plan, container, port, last=len(tried) >= PORT_TRIES):
+        try:
+            listening = _wait_listening(plan, container, port, last=len(tried) >= PORT_TRIES)
+        except BaseException:
+            containers.remove(container)  # not yet the caller's to remove
+            raise
+        if listening:
             return container, port
         log.warning("%s: port %d was taken as sshd started; trying another", plan.node, port)
         containers.remove(container)
