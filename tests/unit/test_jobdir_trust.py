@@ -145,8 +145,8 @@ def test_removal_outlasts_reports_written_while_it_runs(job: jobdir.JobDir) -> N
     stop = threading.Event()
 
     def late_reports() -> None:
-        n = 0
-        while not stop.is_set():
+        n, until = 0, time.monotonic() + 0.3  # a burst of reports, as late workers write
+        while not stop.is_set() and time.monotonic() < until:
             try:
                 fd = os.open(job.path / f"done.late{n}", os.O_CREAT | os.O_WRONLY, 0o600)
             except FileNotFoundError:
