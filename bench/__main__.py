@@ -3,6 +3,9 @@ against native in the same run; writes results/bench.json, PNG plots and bench.m
 
 Suites: launch (with teardown and the launcher's own cost), images, comm, hpl. The full
 run brings the testbed up with 4 nodes for the launch curve and back to its count after.
+
+`python -m bench soak [--runs N] [--families ...]` is apart: each MPI family's ring, N
+jobs in a row (bench/soak.py).
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import comm, hpl, images, launch, report
+from bench import comm, hpl, images, launch, report, soak
 
 RESULTS = Path(__file__).parent / "results"
 SUITES = ("launch", "images", "comm", "hpl")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        return soak.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("suites", nargs="*", metavar="SUITE",
                         help=f"any of {', '.join(SUITES)} (default: all)")  # fmt: skip
