@@ -146,19 +146,30 @@ def _config_user(container: Container) -> str:
 
 
 def job_dir_leftovers(job_root: Path, owner: Caller | None = None) -> list[Leftover]:
-    """Job directories under a job root (named <job>[.<step>]): real directories of the
-    owner (default: the caller) only, never what a symlink points to."""
+    """Job directories under a job root, in its per-user directories (job_root/<user>/
+    <job>[.<step>]): the owner's (default: the caller) only, or every user's for root
+    acting for everyone; real directories the owner owns, never what a symlink points to."""
     owner = owner or caller(os.environ)
+    found = []
+    for user_dir in _user_dirs(job_root, owner):
+        try:
+            entries = list(user_dir.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            match = JOB_DIR.match(path.name)
+            if match and _owned_dir(path, owner):
+                found.append(Leftover("job dir", match.group(1), str(path), str(path)))
+    return found
+
+
+def _user_dirs(job_root: Path, owner: Caller) -> list[Path]:
+    if owner.uid is not None:
+        return [job_root / owner.user] if _owned_dir(job_root / owner.user, owner) else []
     try:
-        entries = list(job_root.iterdir())
+        return [d for d in job_root.iterdir() if _owned_dir(d, owner)]
     except OSError:
         return []
-    found = []
-    for path in entries:
-        match = JOB_DIR.match(path.name)
-        if match and _owned_dir(path, owner):
-            found.append(Leftover("job dir", match.group(1), str(path), str(path)))
-    return found
 
 
 def _owned_dir(path: Path, owner: Caller) -> bool:
@@ -208,7 +219,7 @@ def at_start(client: docker.DockerClient, plan: LaunchPlan) -> None:
     owner = caller(os.environ)
     found = node_leftovers(client, owner)
     if plan.role == "leader":
-        found += job_dir_leftovers(plan.job.path.parent, owner)
+        found += job_dir_leftovers(plan.job.path.parent.parent, owner)
     others = {f.job_id for f in found if f.job_id != plan.job_id}
     if not others:
         return

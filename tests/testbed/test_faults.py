@@ -244,12 +244,17 @@ def test_a_killed_worker_entry_leaves_its_container_to_the_epilog_alone() -> Non
     assert_nothing_left(job, epilog_removed={"sim2"})
 
 
+# A container reap may take: labelled with the user's name and running as their UID.
+AS_USER = ("--label", "org.mpidock.user=mpiuser", "-u", "1501:1501")
+
+
 def test_reap_and_the_next_start_remove_an_ended_jobs_containers_only() -> None:
-    running = start_running(["-N", "3"], entry_wrap(["--image", "mpidock/openmpi"], SLEEPER))
     node = NODES[1]
+    run(["docker", "-H", node.docker_url, "rm", "-f", "mpidock-test-ended", "mpidock-test-running"])
+    running = start_running(["-N", "3"], entry_wrap(["--image", "mpidock/openmpi"], SLEEPER))
     for name, job in (("mpidock-test-ended", "7"), ("mpidock-test-running", running)):
         docker_on(node, "run", "-d", "--name", name, "--label", f"org.mpidock.job={job}",
-                  "mpidock/openmpi", "sleep", "600")  # fmt: skip
+                  *AS_USER, "mpidock/openmpi", "sleep", "600")  # fmt: skip
     nearby = launch(["-N", "1", "-w", node.name], ["--image", "mpidock/openmpi"], "true")
     assert nearby.state == "COMPLETED", nearby.output
     assert "sim2: removed container mpidock-test-ended of job 7" in nearby.output
@@ -257,7 +262,7 @@ def test_reap_and_the_next_start_remove_an_ended_jobs_containers_only() -> None:
         ["mpidock-test-running", f"mpidock-{running}.0-worker-sim2"]
     )
     docker_on(node, "run", "-d", "--name", "mpidock-test-ended", "--label",
-              "org.mpidock.job=7", "mpidock/openmpi", "sleep", "600")  # fmt: skip
+              "org.mpidock.job=7", *AS_USER, "mpidock/openmpi", "sleep", "600")  # fmt: skip
     reaped = as_user(["srun", "-w", node.name, "mpidock", "reap"])
     assert reaped.returncode == 0, reaped.stderr
     assert "sim2: removed container mpidock-test-ended of job 7" in reaped.stdout

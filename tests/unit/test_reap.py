@@ -127,10 +127,13 @@ def test_node_leftovers_are_the_callers_containers_by_id() -> None:
 # --- whose job directories ----------------------------------------------------------------------
 
 
+SELF = Caller(os.getuid(), "self")
+
+
 def test_job_dirs_are_found_by_a_job_or_step_name_only(tmp_path: Path) -> None:
     for name in ("41", "42.0", "43_2.batch", "44+1.3", "notes", "43.partial-x", ".hidden"):
-        (tmp_path / name).mkdir()
-    found = job_dir_leftovers(tmp_path, Caller(os.getuid()))
+        (tmp_path / "self" / name).mkdir(parents=True)
+    found = job_dir_leftovers(tmp_path, SELF)
     assert sorted((f.job_id, Path(f.ref).name) for f in found) == [
         ("41", "41"),
         ("42", "42.0"),
@@ -144,14 +147,23 @@ def test_job_dirs_of_others_files_and_symlinks_are_never_leftovers(tmp_path: Pat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     root = tmp_path / "jobs"
-    root.mkdir()
-    (root / "51").symlink_to(elsewhere)  # planted: removing it would remove "elsewhere"
-    (root / "52").write_text("not a directory")
-    (root / "53").mkdir()
-    found = job_dir_leftovers(root, Caller(os.getuid() + 1))  # someone else's view
+    (root / "self").mkdir(parents=True)
+    (root / "self" / "51").symlink_to(elsewhere)  # planted: removing it would remove "elsewhere"
+    (root / "self" / "52").write_text("not a directory")
+    (root / "self" / "53").mkdir()
+    found = job_dir_leftovers(root, Caller(os.getuid() + 1, "self"))  # someone else's view
     assert found == []
-    mine = job_dir_leftovers(root, Caller(os.getuid()))
+    mine = job_dir_leftovers(root, SELF)
     assert [f.job_id for f in mine] == ["53"]
+
+
+def test_root_for_everyone_looks_in_every_users_directory(tmp_path: Path) -> None:
+    for user in ("self", "other"):
+        (tmp_path / user / "61.0").mkdir(parents=True)
+    (tmp_path / "linked").symlink_to(tmp_path / "self")  # never followed
+    found = job_dir_leftovers(tmp_path, Caller(None))
+    assert sorted(Path(f.ref).parent.name for f in found) == ["other", "self"]
+    assert job_dir_leftovers(tmp_path, SELF)[0].ref == str(tmp_path / "self" / "61.0")
 
 
 def test_a_missing_job_root_has_no_leftovers(tmp_path: Path) -> None:
