@@ -22,6 +22,7 @@ from launcher import (
     jobscript,
     leader,
     limits,
+    movement,
     network,
     progress,
     reap,
@@ -249,7 +250,7 @@ def _script_command(path: str) -> tuple[str, ...]:
 
 def _mpi_version(client: Any, plan: LaunchPlan, tag: str, wanted: Wanted) -> str:
     """`mpirun --version` of the image, asked once per image ID and noted in the store."""
-    store = ImageStore(plan.image_store)
+    store = ImageStore(plan.image_store, warn=movement.stderr_say(plan.node))
     if (text := store.recall(wanted.image_id, "mpi")) is None:
         text = images.mpi_version_text(client, tag, plan.node)
         store.note(wanted.image_id, "mpi", text)
