@@ -170,6 +170,10 @@ class UserStatus:
 def users() -> list[UserStatus]:
     """The test users: the main one (saved by up, mpiuser by default) and OTHER_USERS."""
     main = str(_saved().get("user", "mpiuser"))
+    try:
+        docker = grp.getgrnam("docker")
+    except KeyError:
+        docker = None
     found = []
     for name in [main, *(u.name for u in OTHER_USERS)]:
         try:
@@ -177,18 +181,9 @@ def users() -> list[UserStatus]:
         except KeyError:
             found.append(UserStatus(name, None, False))
             continue
-        gids = os.getgrouplist(name, entry.pw_gid)
-        docker = any(grp.getgrgid(g).gr_name == "docker" for g in gids if _named(g))
-        found.append(UserStatus(name, entry.pw_uid, docker))
+        member = docker is not None and docker.gr_gid in os.getgrouplist(name, entry.pw_gid)
+        found.append(UserStatus(name, entry.pw_uid, member))
     return found
-
-
-def _named(gid: int) -> bool:
-    try:
-        grp.getgrgid(gid)
-    except KeyError:
-        return False
-    return True
 
 
 def _preflight(count: int, cpus: tuple[int, ...]) -> None:

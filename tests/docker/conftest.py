@@ -9,6 +9,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from docker.errors import DockerException
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +38,30 @@ def build(
         fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="none"
     )
     return str(image.id)
+
+
+DEBIAN = "debian:bookworm"
+
+
+def engine_ready() -> bool:
+    try:
+        c = docker.from_env(timeout=10)
+    except DockerException:
+        return False
+    try:
+        c.images.get(DEBIAN)
+    except DockerException:
+        return False
+    finally:
+        c.close()
+    return True
+
+
+@pytest.fixture(scope="module")
+def engine(request: pytest.FixtureRequest) -> Iterator[docker.DockerClient]:
+    """The host engine with debian:bookworm; the testbed is brought up only if they lack."""
+    if not engine_ready():
+        request.getfixturevalue("testbed")
+    c = docker.from_env(timeout=600)
+    yield c
+    c.close()

@@ -15,18 +15,7 @@ from docker.errors import NotFound
 from launcher import movement
 from launcher.archive_check import BadArchive
 from launcher.store import Archive, ImageStore
-from tests.docker.conftest import build
-from tests.docker.test_cache import DEBIAN, engine_ready
-
-
-@pytest.fixture(scope="module")
-def engine(request: pytest.FixtureRequest) -> Iterator[docker.DockerClient]:
-    """The host engine with debian:bookworm; the testbed is brought up only if they lack."""
-    if not engine_ready():
-        request.getfixturevalue("testbed")
-    c = docker.from_env(timeout=600)
-    yield c
-    c.close()
+from tests.docker.conftest import DEBIAN, build
 
 
 @pytest.fixture(scope="module")

@@ -16,39 +16,14 @@ from pathlib import Path
 
 import docker
 import pytest
-from docker.errors import DockerException, NotFound
+from docker.errors import NotFound
 
 from launcher import cache
 from launcher.cli import main
 from launcher.images import REPO
-from tests.docker.conftest import build
+from tests.docker.conftest import DEBIAN, build
 
-DEBIAN = "debian:bookworm"
 PAD = 100_000  # bytes of a personalized image's own layer
-
-
-def engine_ready() -> bool:
-    try:
-        c = docker.from_env(timeout=10)
-    except DockerException:
-        return False
-    try:
-        c.images.get(DEBIAN)
-    except DockerException:
-        return False
-    finally:
-        c.close()
-    return True
-
-
-@pytest.fixture(scope="module")
-def engine(request: pytest.FixtureRequest) -> Iterator[docker.DockerClient]:
-    """The host engine with debian:bookworm; the testbed is brought up only if they lack."""
-    if not engine_ready():
-        request.getfixturevalue("testbed")
-    c = docker.from_env(timeout=600)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+import shutil
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,13 @@ def trap_addresses(node: Node) -> set[tuple[str, int]]:
 @pytest.fixture(autouse=True)
 def _needs_testbed(testbed: None) -> None:
     """Every test of this tier runs on the testbed."""
+
+
+def sticky_shared(path: Path) -> Iterator[Path]:
+    """A directory every user shares, as a site makes one: root's, mode 1777; fresh, and
+    removed afterwards. For fixtures: `yield from sticky_shared(PATH)`."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

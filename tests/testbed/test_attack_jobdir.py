@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.testbed.conftest import (
     job_dirs_of,
     node_containers,
     run,
+    sticky_shared,
     submit,
 )
 
@@ -37,11 +37,7 @@ IMAGE = ["--image", "mpidock/openmpi"]
 @pytest.fixture
 def shared_root() -> Iterator[Path]:
     """A job root every user shares, as a site would make it: root's, mode 1777."""
-    shutil.rmtree(SHARED_ROOT, ignore_errors=True)
-    SHARED_ROOT.mkdir()
-    SHARED_ROOT.chmod(0o1777)
-    yield SHARED_ROOT
-    shutil.rmtree(SHARED_ROOT, ignore_errors=True)
+    yield from sticky_shared(SHARED_ROOT)
 
 
 def held(options: list[str], wrap: str) -> str:

@@ -29,6 +29,7 @@ from tests.testbed.conftest import (
     home_of,
     launch,
     run,
+    sticky_shared,
     submit,
     wait,
 )
@@ -222,11 +223,7 @@ POISON_TAG = "mpidock/openmpi:latest"  # the name a poisoned archive would take 
 @pytest.fixture
 def shared_store() -> Iterator[Path]:
     """A site-wide store: root's, sticky and writable by all (mode 1777)."""
-    shutil.rmtree(SHARED_STORE, ignore_errors=True)
-    SHARED_STORE.mkdir()
-    SHARED_STORE.chmod(0o1777)
-    yield SHARED_STORE
-    shutil.rmtree(SHARED_STORE, ignore_errors=True)
+    yield from sticky_shared(SHARED_STORE)
 
 
 @pytest.fixture
