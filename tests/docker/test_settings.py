@@ -48,8 +48,8 @@ def test_images_and_prune_use_the_image_store_of_the_site_file(
 
 
 def test_reap_uses_the_job_root_of_the_site_file(site: dict[str, str], tmp_path: Path) -> None:
-    left = tmp_path / "jobs" / "4242424"
-    left.mkdir()
+    left = tmp_path / "jobs" / "root" / "4242424"  # job_root/<user>/<job>
+    left.mkdir(parents=True)
     done = mpidock("reap", "--job", "4242424", "--dry-run", env=site)
     assert done.returncode == 0, done.stderr
     assert f"would remove job dir {left} of job 4242424" in done.stdout
