@@ -15,7 +15,7 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
-from launcher import containers, jobdir, readiness
+from launcher import containers, jobdir, jobfiles, readiness
 from launcher.beats import Beat
 from launcher.errors import JobDirError, NodeFailed
 from launcher.plan import LaunchPlan
@@ -207,7 +207,7 @@ def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
         while pending:
             now = time.monotonic()
             for node in list(pending):
-                if report := jobdir.read_report(job.done_file(node)):
+                if report := jobfiles.read_report(job.done_file(node)):
                     entry = run.nodes.setdefault(node, {})
                     entry.setdefault("timings", {}).update(report.get("timings", {}))
                     entry["teardown"] = "clean"
@@ -233,6 +233,6 @@ def _stop_in_place(plan: LaunchPlan) -> None:
     that is the user's own, and leaving it for `mpidock reap`."""
     try:
         jobdir.verify_job_dir(plan.job)
-        jobdir.write_file(plan.job.stop_file, "stop\n", 0o600)
+        jobfiles.write_file(plan.job.stop_file, "stop\n", 0o600)
     except JobDirError as e:
         log.debug("no stop file for the workers: %s", e)

@@ -13,7 +13,8 @@ import paramiko
 
 from launcher.beats import Watch
 from launcher.errors import LauncherError, NodeFailed, NodeTimeout, WorkerFailed
-from launcher.jobdir import JobDir, read_report
+from launcher.jobdir import JobDir
+from launcher.jobfiles import read_report
 from launcher.signals import Inbox
 
 POLL = 0.05

@@ -23,7 +23,7 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
-from launcher import containers, distribution, images, jobdir, reap
+from launcher import containers, distribution, images, jobdir, jobfiles, reap
 from launcher.beats import Watch
 from launcher.errors import JobEnded, LauncherError, NodeFailed, NodeTimeout
 from launcher.plan import LaunchPlan
@@ -88,7 +88,7 @@ def run_worker(plan: LaunchPlan, inbox: Inbox) -> int:
 def _check_keys(plan: LaunchPlan) -> None:
     """The keys sshd will read are the user's own, private, regular files."""
     for path in (plan.job.host_key, plan.job.authorized_keys):
-        jobdir.verify_file(path, private=True)
+        jobfiles.verify_file(path, private=True)
 
 
 def _start_sshd(
@@ -104,7 +104,7 @@ def _start_sshd(
         port = free_port(plan, tried)
         tried.add(port)
         jobdir.write_sshd_config(plan.job, config, port, plan.identity.user)
-        jobdir.verify_file(config)
+        jobfiles.verify_file(config)
         with timings.phase("container"):
             container = containers.start(client, spec, plan.node)
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import jobdir, readiness, worker
+from launcher import jobdir, jobfiles, readiness, worker
 from launcher.errors import JobDirError, JobDirExists, NodeFailed
 from launcher.keys import known_hosts_for, ssh_config
 from launcher.plan import LaunchPlan, Options, build_plan
@@ -40,7 +40,7 @@ def test_the_job_directory_is_in_a_private_directory_of_the_user(
         assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (os.geteuid(), 0o700)
     jobdir.verify_job_dir(job)
     for path in (job.host_key, job.authorized_keys, job.user_key):
-        jobdir.verify_file(path, private=True)
+        jobfiles.verify_file(path, private=True)
     with pytest.raises(JobDirExists):
         jobdir.make_job_dir(job.path)
 
@@ -95,27 +95,27 @@ def test_files_that_are_not_the_users_own_regular_files_are_refused(
         target.write_text("restrict ssh-ed25519 AAAA\n")
         target.chmod(0o620)
     with pytest.raises(JobDirError, match="mpidock does not trust it"):
-        jobdir.verify_file(target, private=True)
+        jobfiles.verify_file(target, private=True)
 
 
 def test_a_fifo_report_neither_blocks_nor_is_read(job: jobdir.JobDir) -> None:
     os.mkfifo(job.ready_file("sim2"), 0o600)
     started = time.monotonic()
     with pytest.raises(JobDirError, match="FIFO"):
-        jobdir.read_report(job.ready_file("sim2"))
+        jobfiles.read_report(job.ready_file("sim2"))
     assert time.monotonic() - started < 1
 
 
 def test_reports_are_read_whole_or_not_at_all(job: jobdir.JobDir) -> None:
-    assert jobdir.read_report(job.ready_file("sim2")) is None
-    jobdir.write_file(job.ready_file("sim2"), '{"port": 20001', 0o600)
-    assert jobdir.read_report(job.ready_file("sim2")) is None
-    jobdir.write_file(job.ready_file("sim2"), '{"port": 20001}', 0o600)
-    assert jobdir.read_report(job.ready_file("sim2")) == {"port": 20001}
+    assert jobfiles.read_report(job.ready_file("sim2")) is None
+    jobfiles.write_file(job.ready_file("sim2"), '{"port": 20001', 0o600)
+    assert jobfiles.read_report(job.ready_file("sim2")) is None
+    jobfiles.write_file(job.ready_file("sim2"), '{"port": 20001}', 0o600)
+    assert jobfiles.read_report(job.ready_file("sim2")) == {"port": 20001}
     (job.path / "planted").write_text('{"port": 1}')
     job.ready_file("sim3").symlink_to(job.path / "planted")
     with pytest.raises(JobDirError, match="cannot read"):
-        jobdir.read_report(job.ready_file("sim3"))
+        jobfiles.read_report(job.ready_file("sim3"))
 
 
 @pytest.mark.parametrize(("mode", "ok"), [(0o1777, True), (0o755, True), (0o777, False)])
