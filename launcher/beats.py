@@ -71,12 +71,18 @@ class Watch:
     def __init__(self, path: Path, silence: float = SILENCE) -> None:
         self.path, self.silence = path, silence
         self.seen = mtime(path)
-        self.changed = time.monotonic()
+        self.changed = self.looked = time.monotonic()
 
     def silent(self) -> bool:
         now, seen = time.monotonic(), mtime(self.path)
         if seen != self.seen:
             self.seen, self.changed = seen, now
+        elif now - self.looked > self.silence / 2:
+            # The watcher itself stood still (the job was suspended, SIGSTOP froze this
+            # process while the monotonic clock ran on): the writer was suspended too and
+            # gets a whole silence period from now to be heard again.
+            self.changed = now
+        self.looked = now
         return now - self.changed > self.silence
 
     def beating(self) -> bool:

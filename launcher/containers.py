@@ -162,6 +162,31 @@ def job_containers(client: docker.DockerClient, job_id: str | None = None) -> li
     return list(client.containers.list(all=True, filters={"label": label}))
 
 
+def of_step(client: docker.DockerClient, job_id: str, node: str, step: str = "") -> list[Container]:
+    """The running or paused containers of one step of a job on this node."""
+    marks = [f"{LABEL_PREFIX}.job={job_id}", f"{LABEL_PREFIX}.node={node}"]
+    found = client.containers.list(all=True, filters={"label": marks})
+    step_label = f"{LABEL_PREFIX}.step"
+    return [c for c in found if c.labels.get(step_label, "") == step]
+
+
+def pause(container: Container, *, paused: bool = True) -> bool:
+    """Freeze (the engine's cgroup freezer) or thaw a container; False when it is gone,
+    already in that state, or not running (an engine refuses those with 409)."""
+    try:
+        if paused:
+            container.pause()
+        else:
+            container.unpause()
+    except NotFound:
+        return False
+    except APIError as e:
+        if e.status_code != 409:
+            raise
+        return False
+    return True
+
+
 def exit_info(container: Container) -> tuple[str, int]:
     """(status, exit code) as Docker reports them now; ('gone', -1) when removed."""
     try:

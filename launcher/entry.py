@@ -26,6 +26,7 @@ from launcher import (
     network,
     progress,
     reap,
+    suspend,
     worker,
 )
 from launcher.errors import LauncherError, UsageError, WorkerFailed
@@ -160,9 +161,11 @@ def run(args: argparse.Namespace) -> int:
     progress.QUIET = args.quiet
     jobdir.check_root(plan.job.path.parent.parent, ident.user, plan.node)
     inbox = Inbox().install()
-    if plan.role == "worker":
-        return worker.run_worker(plan, inbox)
-    return _lead(env, opts, plan, inbox, flavor, node_devices)
+    # Slurm's suspend stops this process; the Freezer pauses the node's containers too.
+    with suspend.Freezer(inbox, plan.job_id, plan.node, plan.step_id):
+        if plan.role == "worker":
+            return worker.run_worker(plan, inbox)
+        return _lead(env, opts, plan, inbox, flavor, node_devices)
 
 
 def _lead(

@@ -242,6 +242,7 @@ def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
             time.sleep(POLL)
             continue
         status, code = containers.exit_info(container)
+        status = "running" if status == "paused" else status  # a suspended job's, thawing
         oom = containers.oom_reason(container)  # a rank killed while sshd lives on, too
         if status != "running" or oom:
             what = (

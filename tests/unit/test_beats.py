@@ -88,3 +88,16 @@ def test_a_file_that_never_changes_falls_silent(tmp_path: Path, exists: bool) ->
     watch = Watch(path, silence=SILENCE)
     assert not watch.silent()
     assert SILENCE <= seconds_until_silent(watch) < 3 * SILENCE
+
+
+def test_a_watcher_that_stood_still_gives_the_writer_a_new_silence_period(
+    tmp_path: Path,
+) -> None:
+    # A suspended job: the watcher's own loop stopped (here: slept) longer than the
+    # silence while nothing was written; it must not call the writer dead on waking.
+    path = tmp_path / "heartbeat"
+    path.write_text("0\n")
+    watch = Watch(path, silence=SILENCE)
+    time.sleep(1.5 * SILENCE)
+    assert not watch.silent()
+    assert SILENCE <= seconds_until_silent(watch) < 3 * SILENCE

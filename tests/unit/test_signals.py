@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from launcher.signals import FORWARD, STOP, Inbox
+from launcher.signals import FORWARD, RESUME, STOP, SUSPEND, Inbox
 
 
 @pytest.fixture
 def inbox() -> Iterator[Inbox]:
     """An installed Inbox; the previous handlers come back afterwards."""
-    previous = {sig: signal.getsignal(sig) for sig in (*STOP, *FORWARD)}
+    previous = {sig: signal.getsignal(sig) for sig in (*STOP, *FORWARD, SUSPEND, RESUME)}
     try:
         yield Inbox().install()
     finally:
@@ -54,3 +55,27 @@ def test_last_stop_signal_is_kept(inbox: Inbox) -> None:
 def test_a_fresh_inbox_is_empty() -> None:
     fresh = Inbox()
     assert (fresh.stop.is_set(), fresh.stop_signal, fresh.take_pending()) == (False, None, [])
+
+
+def test_suspend_and_resume_are_recorded_with_their_time(inbox: Inbox) -> None:
+    assert signal.getsignal(SUSPEND) == signal.getsignal(RESUME) == inbox._on_signal
+    before = time.monotonic()
+    signal.raise_signal(SUSPEND)  # handled: this process is not stopped
+    assert inbox.suspended.is_set()
+    assert inbox.changed.is_set()
+    assert before <= inbox.since <= time.monotonic()
+    inbox.changed.clear()
+    signal.raise_signal(RESUME)
+    assert not inbox.suspended.is_set()
+    assert inbox.changed.is_set()
+    assert not inbox.stop.is_set()
+    assert inbox.take_pending() == []
+
+
+def test_a_stop_wakes_whoever_follows_a_suspension(inbox: Inbox) -> None:
+    signal.raise_signal(SUSPEND)
+    inbox.changed.clear()
+    signal.raise_signal(signal.SIGTERM)
+    assert inbox.changed.is_set()
+    assert inbox.stop.is_set()
+    assert inbox.suspended.is_set()
