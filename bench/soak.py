@@ -84,9 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     lock = None if args.no_lock else LOCK
-    results = soak([FAMILIES[n] for n in args.families], args.runs, lock, _say)
-    results = merged(args.out / "soak.json", results)
-    write(results, args.out)
+    out = args.out
+
+    def keep(partial: dict[str, Any]) -> None:
+        write(merged(out / "soak.json", partial), out)
+
+    results = merged(out / "soak.json", soak([FAMILIES[n] for n in args.families], args.runs,
+                                            lock, _say, keep))  # fmt: skip
+    write(results, out)
     print(table(results["families"]))
     # Exit 1 when a family this run soaked had to pass and did not; the reference may fail.
     soaked = set(args.families)
@@ -99,19 +104,33 @@ def soak(
     runs: int,
     lock: Path | None = LOCK,
     say: Callable[[str], None] = lambda _: None,
+    keep: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Every family's ring, runs times; the summary and every run, as soak.json holds them."""
-    summaries = []
-    for family in families:
-        started = datetime.now(UTC).isoformat(timespec="seconds")
-        done = [ring(family, lock) for _ in range(runs)]
-        for n, one in enumerate(done, 1):
+    """Every family's ring, runs times, taking the families in turn (run 1 of each, then
+    run 2 of each, ...) so a soak stopped part way has figures for every family; keep gets
+    the results so far after every run. Returns the summaries, as soak.json holds them."""
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    done: dict[str, list[Run]] = {f.name: [] for f in families}
+    results: dict[str, Any] = {}
+    for n in range(1, runs + 1):
+        for family in families:
+            one = ring(family, lock)
+            done[family.name].append(one)
             if one.outcome != "ok":
                 say(f"{family.name} run {n}: {one.outcome} (job {one.job_id}) {one.detail}")
-        summaries.append({**summary(family, done), "started": started})
-        say(_row(summaries[-1]))
+            results = _results(families, done, runs, started)
+            keep(results)
+    for row in results.get("families", []):
+        say(_row(row))
+    return results
+
+
+def _results(
+    families: Sequence[Family], done: dict[str, list[Run]], runs: int, started: str
+) -> dict[str, Any]:
+    rows = [{**summary(f, done[f.name]), "planned": runs, "started": started} for f in families]
     return {"nodes": NODES, "ranks_per_node": PER_NODE, "time_limit_s": TIME_LIMIT_S,
-            "families": summaries}  # fmt: skip
+            "families": rows}  # fmt: skip
 
 
 def merged(path: Path, results: dict[str, Any]) -> dict[str, Any]:
@@ -183,8 +202,10 @@ def table(families: Sequence[dict[str, Any]]) -> str:
     ]
     for f in families:
         name = f["family"] if f["required"] else f"{f['family']} (reference)"
+        planned = f.get("planned", f["runs"])
+        runs = f["runs"] if planned == f["runs"] else f"{f['runs']} of {planned}"
         lines.append(
-            f"| {name} | {f['about']} | `{f['image']}` | {f['runs']} | {f['failures']} | "
+            f"| {name} | {f['about']} | `{f['image']}` | {runs} | {f['failures']} | "
             f"{f['timeouts']} | {f['errors']} | {f['median_s']} | {f['worst_s']} | "
             f"{f.get('started', '')} |"
         )
