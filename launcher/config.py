@@ -17,7 +17,10 @@ the same name):
     image_cleanup = "keep"                 # or "remove"
     ready_timeout = 120                    # seconds
     grace = 10                             # seconds
-    mpi = "auto"                           # or "openmpi", "mpich"
+    containerize_base = "debian:bookworm"  # mpidock containerize's base image
+    mpi = "auto"                           # or "openmpi", "mpich", "intel"
+    engine = "auto"                        # or "docker", "podman" (rootless)
+    podman_root = "/var/tmp/mpidock-podman-{uid}/{node}"  # node-local Podman storage
 
     [templates.big]
     image = "ghcr.io/example/app:1.0"      # required
@@ -47,6 +50,7 @@ from typing import Any
 
 from launcher import config_parsers as parsers
 from launcher.config_parsers import key_line as key_line  # public here too
+from launcher.engines.base import DEFAULT_PODMAN_ROOT
 from launcher.errors import LauncherError, UsageError
 from launcher.identity import current_identity
 from launcher.mpi import MpiFlavor
@@ -91,9 +95,12 @@ class Config:
     ready_timeout: float
     grace: float
     mpi: str
+    containerize_base: str
     sources: dict[str, str]
     templates: dict[str, Template]
     files: tuple[tuple[str, bool], ...]
+    engine: str = "auto"
+    podman_root: str = DEFAULT_PODMAN_ROOT
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ class _Key:
 
 _PATH = parsers.pattern(r"/.*|~(/.*)?", "an absolute path")
 MPI_CHOICES = ("auto", *[f.value for f in MpiFlavor])
+ENGINE_CHOICES = ("auto", "docker", "podman")
 KEYS: dict[str, _Key] = {
     "job_root": _Key(_PATH, "an absolute path shared by the nodes, e.g. /shared/mpidock/jobs"),
     "image_store": _Key(_PATH, "an absolute path shared by the nodes, e.g. /shared/images"),
@@ -120,6 +128,14 @@ KEYS: dict[str, _Key] = {
     "mounts": _Key(parsers.mounts, "SRC[:DST][:ro] with absolute paths, e.g. /data/ref:/ref:ro"),
     "ready_timeout": _Key(parsers.seconds(1), "a number of seconds, 1 or more, e.g. 120"),
     "grace": _Key(parsers.seconds(0), "a number of seconds, 0 or more, e.g. 10"),
+    "engine": _Key(parsers.choice(*ENGINE_CHOICES), f"one of: {', '.join(ENGINE_CHOICES)}"),
+    "podman_root": _Key(
+        parsers.pattern(r"/\S*", "an absolute path"),
+        "a node-local absolute path; {uid}, {user} and {node} are filled in",
+    ),
+    "containerize_base": _Key(
+        parsers.pattern(r"\S+", "an image name"), "the base image of mpidock containerize"
+    ),
 }
 TEMPLATE_KEYS: dict[str, _Key] = {
     "image": _Key(
@@ -174,6 +190,8 @@ def load(env: Mapping[str, str], given: Mapping[str, object], home: str) -> Conf
         "image_store": os.path.join(home, ".mpidock", "images"),
         "registry": "", "image_cleanup": "keep", "port_range": (20000, 29999), "iface": None,
         "mpi": "auto", "mounts": (), "ready_timeout": 120.0, "grace": 10.0,
+        "engine": "auto", "podman_root": DEFAULT_PODMAN_ROOT,
+        "containerize_base": "debian:bookworm",
     }  # fmt: skip
     sources = dict.fromkeys(values, "default")
     templates: dict[str, Template] = {}
@@ -325,6 +343,7 @@ def option_fields(config: Config) -> dict[str, Any]:
         "registry": config.registry, "keep_image": config.image_cleanup == "keep",
         "port_range": config.port_range, "iface": config.iface, "mpi": config.mpi,
         "mounts": config.mounts, "ready_timeout": config.ready_timeout, "grace": config.grace,
+        "engine": config.engine, "podman_root": config.podman_root,
     }  # fmt: skip
 
 

@@ -47,7 +47,8 @@ def test_without_files_every_value_is_the_default(env: dict[str, str]) -> None:
     assert cfg == Config(
         job_root="/home/ada/.mpidock/jobs", image_store="/home/ada/.mpidock/images",
         port_range=(20000, 29999), mounts=(), iface=None, registry="", image_cleanup="keep",
-        ready_timeout=120.0, grace=10.0, mpi="auto", sources=dict.fromkeys(config.KEYS, "default"),
+        ready_timeout=120.0, grace=10.0, mpi="auto", containerize_base="debian:bookworm",
+        sources=dict.fromkeys(config.KEYS, "default"),
         templates={}, files=files,
     )  # fmt: skip
 
@@ -97,6 +98,7 @@ def test_every_key_reports_where_it_came_from(
         "mounts": "env MPIDOCK_MOUNTS", "iface": f"{user}:2", "registry": f"{user}:3",
         "image_cleanup": "env MPIDOCK_IMAGE_CLEANUP", "mpi": "option --mpi",
         "ready_timeout": "option --ready-timeout", "grace": "default",
+        "containerize_base": "default",
     }  # fmt: skip
     assert cfg.files == ((site, True), (user, True))
 
