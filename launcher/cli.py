@@ -19,6 +19,7 @@ from launcher import (
     runs,
     submit,
 )
+from launcher.containerize import command as containerize_command
 from launcher.errors import LauncherError
 from launcher.testbed import command as testbed_command
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(sub)
     config_command.add_parser(sub)
     submit.add_parser(sub)
+    containerize_command.add_parser(sub)
     return parser
 
 
