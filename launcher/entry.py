@@ -35,6 +35,7 @@ from launcher.movement import Wanted
 from launcher.mpi import (
     MpiFlavor,
     MpiFound,
+    Network,
     detect_mpi,
     display,
     forwarded_values,
@@ -136,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
     ident = current_identity()
     opts = options(args, ident.home)
     env = SlurmEnv.from_environ(os.environ)
-    peers = [n for n in env.nodes if n != env.node_name] if env.is_leader else []
-    net = network.choose(peers, opts.iface) if env.is_leader and env.acts else None
+    # A launching leader chooses the network once its job directory exists, so that a
+    # failure there (a node name that does not resolve) reaches the workers at once.
+    net = _network(env, opts) if args.dry_run else None
     flavor = MpiFlavor(opts.mpi) if opts.mpi != "auto" else None
     # This node's own devices and environment: every node plans its own containers.
     node_devices = devices.plan_devices(
@@ -168,6 +170,13 @@ def run(args: argparse.Namespace) -> int:
         return _lead(env, opts, plan, inbox, flavor, node_devices)
 
 
+def _network(env: SlurmEnv, opts: Options) -> Network | None:
+    """The leader's choice of interface for MPI; None on other nodes."""
+    if not (env.is_leader and env.acts):
+        return None
+    return network.choose([n for n in env.nodes if n != env.node_name], opts.iface)
+
+
 def _lead(
     env: SlurmEnv,
     opts: Options,
@@ -183,6 +192,7 @@ def _lead(
     try:
         # The job directory first: from then on every failure reaches the workers at once.
         leader.create_job(plan, run)
+        net = _network(env, opts)
         with leader.heartbeat(plan):
             client = containers.client_for_node(plan.node)
             reap.at_start(client, plan)
@@ -202,7 +212,7 @@ def _lead(
                     cwd=os.getcwd(),
                     image=opts.image,
                     flavor=flavor,
-                    network=plan.network,
+                    network=net,
                     devices=node_devices,
                     limits=_node_limits(env),
                     mpi_version=found.version,
