@@ -328,6 +328,18 @@ def test_a_job_root_no_one_can_write_fails_every_node_at_once(locked: Path) -> N
     assert_nothing_left(job)
 
 
+def test_a_leader_failing_before_its_setup_stops_the_workers_at_once() -> None:
+    # The leader's network choice fails (no such interface); the workers, waiting for the
+    # job directory, must hear of it at once, not at their 120 s deadline.
+    started = time.monotonic()
+    job = launch(["-N", "3"], ["--image", "mpidock/openmpi", "--iface", "nosuch0"], "true")
+    assert job.state == "FAILED"
+    assert time.monotonic() - started < 60
+    (error,) = one_line_errors(job.output)
+    assert error.startswith("mpidock: error: sim1: no interface named nosuch0"), error
+    assert_nothing_left(job)
+
+
 @pytest.mark.parametrize("where", ["sim1 only", "every node"])
 def test_an_image_with_an_unknown_mpi_is_named(faulty: str, where: str) -> None:
     # On sim1 only, with no archive in the store, the workers wait on the leader's save
