@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from pathlib import Path
 
-from tests.testbed.conftest import MPIDOCK, NODES, as_user, run, sbatch, trap_addresses
+from launcher.testbed.layout import Node
+from tests.testbed.conftest import (
+    MPIDOCK,
+    NODES,
+    as_user,
+    launch,
+    run,
+    sbatch,
+    trap_addresses,
+)
 
 
 def test_batch_job_runs_on_three_distinct_nodes() -> None:
@@ -88,3 +100,26 @@ def _testbed_pids() -> dict[str, str]:
     for program in ("slurmctld", "munged"):
         pids[program] = run(["pgrep", "-x", program]).stdout.strip()
     return pids
+
+
+def test_up_restarts_nodes_a_replaced_etc_hosts_cut_off() -> None:
+    # An editor or `sed -i` replaces /etc/hosts by rename: the nodes' bind mounts of their
+    # own hosts file detach, and their containers can no longer resolve the other nodes.
+    hosts = Path("/etc/hosts")
+    fresh = hosts.with_name("hosts.mpidock-test")
+    shutil.copy2(hosts, fresh)
+    os.replace(fresh, hosts)
+    assert "sim2" not in node_hosts(NODES[0])
+    done = run([*MPIDOCK, "testbed", "up", "-N", str(len(NODES))], timeout=600)
+    assert done.returncode == 0, done.stderr
+    for node in NODES:
+        assert f"{node.name}: dockerd started" in done.stderr
+        assert node.address in node_hosts(node)
+    job = launch(["-N", "3"], ["--image", "mpidock/openmpi"], "mpi-hello --ring")
+    assert "ring passed 3 ranks" in job.output, job.output
+
+
+def node_hosts(node: Node) -> str:
+    """/etc/hosts as the node's dockerd (and so its host-network containers) sees it."""
+    pid = int(node.docker_pid.read_text())
+    return Path(f"/proc/{pid}/root/etc/hosts").read_text()
