@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import logging
 import time
@@ -15,7 +14,9 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.types import DeviceRequest, Mount, Ulimit
 
-from launcher.errors import DockerUnavailable, NodeFailed
+from launcher import engines
+from launcher.engines.docker import fit_cgroup
+from launcher.errors import NodeFailed
 from launcher.plan import LABEL_PREFIX, ContainerSpec
 
 log = logging.getLogger(__name__)
@@ -79,22 +80,8 @@ def _limit_kwargs(spec: ContainerSpec) -> dict[str, Any]:
 
 
 def client_for_node(node: str, timeout: float = 60) -> docker.DockerClient:
-    """The node's engine at the default socket (DOCKER_HOST honoured)."""
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except DockerException as e:
-        if "Permission denied" in str(e):
-            raise DockerUnavailable(
-                "permission denied on the Docker socket: this user is not in its group",
-                node=node,
-                hint="ask an administrator to add you to the docker group, then log in again",
-            ) from e
-        raise DockerUnavailable(
-            f"cannot reach the Docker engine: {e}", node=node,
-            hint="is dockerd running, and are you in the docker group (id -nG)?",
-        ) from e  # fmt: skip
-    return client
+    """The client of this process's engine (launcher.engines); Docker's by default."""
+    return engines.client_for_node(node, timeout)
 
 
 def start(
@@ -106,7 +93,7 @@ def start(
     """Create and start; a start that fails removes what it created. `before` runs between
     the two (to attach to the output before the program can write any)."""
     remove_named(client, spec.name)
-    spec = fit_engine(spec, _cgroup_driver(client) if spec.cgroup_parent else "")
+    spec = engines.of(client).fit(spec, client)
     try:
         container = client.containers.create(**docker_kwargs(spec))
     except DockerException as e:
@@ -121,21 +108,8 @@ def start(
     return container
 
 
-def fit_engine(spec: ContainerSpec, cgroup_driver: str) -> ContainerSpec:
-    """The spec as this engine can start it. A cgroup parent is a path to the cgroupfs
-    driver but a systemd slice to the systemd one, which Slurm's job cgroup is not: there
-    the containers stay in the engine's cgroup, still held by their own limits."""
-    if spec.cgroup_parent and cgroup_driver != "cgroupfs":
-        log.info("engine's cgroup driver %r: not starting in %s", cgroup_driver, spec.cgroup_parent)
-        return dataclasses.replace(spec, cgroup_parent="")
-    return spec
-
-
-def _cgroup_driver(client: docker.DockerClient) -> str:
-    try:
-        return str(client.info().get("CgroupDriver", ""))
-    except DockerException:
-        return ""
+# The Docker engine's cgroup rule, where the tests of the spec's fitting find it.
+fit_engine = fit_cgroup
 
 
 def remove(container: Container, *, grace: float = 0) -> None:

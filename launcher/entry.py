@@ -17,6 +17,7 @@ from launcher import (
     containers,
     devices,
     distribution,
+    engines,
     images,
     jobdir,
     jobscript,
@@ -102,6 +103,12 @@ def add_launch_options(p: argparse.ArgumentParser, *, submit: bool = False) -> N
     p.add_argument("--ready-timeout", type=float, help="seconds to wait for workers (120)")
     p.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL (10)")
     p.add_argument("--quiet", action="store_true", help="no progress lines, errors only")
+    p.add_argument(
+        "--engine",
+        choices=engines.CHOICES,
+        help="docker, podman (rootless, the user's own rights) or auto (default)",
+    )
+    p.add_argument("--podman-root", help="node-local Podman storage ({uid}, {user}, {node})")
     if submit:
         return
     p.add_argument(
@@ -164,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     jobdir.check_root(plan.job.path.parent.parent, ident.user, plan.node)
     inbox = Inbox().install()
     # Slurm's suspend stops this process; the Freezer pauses the node's containers too.
-    with suspend.Freezer(inbox, plan.job_id, plan.node, plan.step_id):
+    with _engine(plan), suspend.Freezer(inbox, plan.job_id, plan.node, plan.step_id):
         if plan.role == "worker":
             return worker.run_worker(plan, inbox)
         return _lead(env, opts, plan, inbox, flavor, node_devices)
@@ -250,6 +257,17 @@ def _teardown(
             print(f"mpidock: {plan.node}: teardown of the {what} failed: {e}", file=sys.stderr)
 
 
+def _engine(plan: LaunchPlan) -> engines.Engine:
+    """This step's engine on this node, entered so that every client of the step is its."""
+    settings = engines.Settings(podman_root=plan.podman_root or engines.Settings.podman_root)
+    return engines.select(plan.engine, plan.node, settings)
+
+
+def _engine_facts() -> dict[str, Any]:
+    engine = engines.current()
+    return engine.describe() if engine else {"engine": "docker"}
+
+
 def _node_limits(env: SlurmEnv) -> limits.Limits:
     """This step's share of this node (its CPUs, the job's memory) for its containers."""
     return limits.plan_limits(limits.probe(env.job_id), os.environ)
@@ -276,7 +294,7 @@ def _write_record(
     record = {
         "job_id": plan.job_id, "started": started, "ended": time.time(),
         "image": plan.image, "image_id": run.image_id, "mpi": plan.flavor,
-        "mpi_version": plan.mpi_version,
+        "mpi_version": plan.mpi_version, "engine": _engine_facts(),
         "nodes": [{"node": h.node, "slots": h.slots} for h in plan.nodes],
         "leader": {"node": plan.node, "image": run.image, "archive": run.archive,
                    "timings": run.timings.phases, "self": own_cost()},
@@ -331,11 +349,21 @@ def _print_plan(plan: LaunchPlan, *, as_json: bool, assumed: bool) -> int:
     print(f"port: {plan.port}  job dir: {plan.job_dir}")
     if plan.devices:
         print(f"devices: {plan.devices}")
+    print(f"engine: {_engine_said(plan)}")
     if plan.container:
         print(f"container: {json.dumps(data['container'])}")
     if plan.mpirun:
         print(f"mpirun: {display(plan.mpirun)}")
     return 0
+
+
+def _engine_said(plan: LaunchPlan) -> str:
+    if plan.engine != "auto":
+        return plan.engine
+    try:
+        return f"auto ({engines.auto(os.environ, plan.node)} on this node)"
+    except engines.EngineUnavailable as e:
+        return f"auto ({e.message})"
 
 
 def _range(text: str) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import logging
 from dataclasses import asdict
 
 import docker
-from docker.errors import BuildError, DockerException, ImageNotFound
+from docker.errors import BuildError, DockerException, NotFound
 
 from launcher.errors import ImageError
 from launcher.plan import LABEL_PREFIX, Identity
@@ -89,7 +89,7 @@ def dockerfile(base_id: str, ident: Identity) -> str:
 def base_id(client: docker.DockerClient, image: str, node: str) -> str:
     try:
         return str(client.images.get(image).id)
-    except ImageNotFound as e:
+    except NotFound as e:
         raise ImageError(
             f"image {image} is not on this node",
             node=node,
@@ -126,7 +126,7 @@ def touch(client: docker.DockerClient, tag: str, node: str) -> bool:
     repo, _, version = tag.rpartition(":")
     try:
         client.api.tag(tag, repo, version)
-    except ImageNotFound:
+    except NotFound:
         return False
     except DockerException as e:
         raise ImageError(
@@ -139,7 +139,7 @@ def remove_personal(client: docker.DockerClient, tag: str) -> None:
     """The `remove` cleanup policy; an image another job still runs stays."""
     try:
         client.images.remove(tag, noprune=False)
-    except ImageNotFound:
+    except NotFound:
         pass
     except DockerException as e:
         log.info("kept %s: %s", tag, e)

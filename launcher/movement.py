@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import docker
-from docker.errors import DockerException, ImageNotFound
+from docker.errors import DockerException, NotFound
 from docker.utils import parse_repository_tag
 from requests import RequestException
 
@@ -84,7 +84,7 @@ def stderr_say(node: str) -> Say:
 def local_id(client: docker.DockerClient, ref: str, node: str) -> str | None:
     try:
         return str(client.images.get(ref).id)
-    except ImageNotFound:
+    except NotFound:  # Docker says ImageNotFound, Podman only NotFound
         return None
     except DockerException as e:
         raise ImageError(f"cannot inspect image {ref}: {e}", node=node, hint=DOCKER_HINT) from e

@@ -63,6 +63,8 @@ class Options:
     keep_image: bool = True
     image_store: str | None = None
     registry: str = ""
+    engine: str = "auto"  # launcher.engines: docker, podman or auto
+    podman_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class LaunchPlan:
     # Where a worker looks for a free port, from `port` (the step's preferred one) on.
     port_range: tuple[int, int] = (20000, 29999)
     mpi_version: str = ""  # from the image's `mpirun --version`; "" when --mpi named it
+    engine: str = "auto"  # as asked; the engine that ran is in the run record
+    podman_root: str = ""
 
     @property
     def job(self) -> JobDir:
@@ -211,7 +215,7 @@ def build_plan(
         workers=tuple(h.node for h in hosts if h.node != leader_node),
         limits=limits.summary if limits else "",
         devices=dev.summary, step_id=env.step_id or "", port_range=ports,
-        mpi_version=mpi_version,
+        mpi_version=mpi_version, engine=opts.engine, podman_root=opts.podman_root,
     )  # fmt: skip
 
 

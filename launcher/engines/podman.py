@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -64,8 +65,13 @@ class PodmanEngine(Engine):
         self._client: docker.DockerClient | None = None
         self._lock: IO[str] | None = None
         self._socket: Path | None = None
+        self._starting = threading.Lock()
 
     def client(self) -> docker.DockerClient:
+        with self._starting:  # one service, also when another thread asks at once
+            return self._started()
+
+    def _started(self) -> docker.DockerClient:
         if self._client is None:
             started = time.monotonic()
             try:

@@ -98,7 +98,7 @@ def test_every_key_reports_where_it_came_from(
         "mounts": "env MPIDOCK_MOUNTS", "iface": f"{user}:2", "registry": f"{user}:3",
         "image_cleanup": "env MPIDOCK_IMAGE_CLEANUP", "mpi": "option --mpi",
         "ready_timeout": "option --ready-timeout", "grace": "default",
-        "containerize_base": "default",
+        "containerize_base": "default", "engine": "default", "podman_root": "default",
     }  # fmt: skip
     assert cfg.files == ((site, True), (user, True))
 
