@@ -28,7 +28,7 @@ Decisions:
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +49,11 @@ _SBATCH_FLAGS = frozenset({
     "-H", "-O", "-Q", "-V", "-W", "-h", "-k", "-s", "-v",
 })  # fmt: skip
 _LAUNCHER_FLAGS = frozenset(
-    {"--dry-run", "--json", "--no-prepare", "--wait", "--quiet", "-h", "--help"}
+    {"--auto-image", "--dry-run", "--json", "--no-prepare", "--wait", "--quiet", "-h", "--help"}
 )
+# Words that start an MPI program on a job script's line (--auto-image looks after them).
+MPI_LAUNCHERS = frozenset({"mpirun", "mpiexec", "mpiexec.hydra", "orterun", "srun"})
+_SHELL_OPERATORS = frozenset(";&|<>()")
 
 _SHORT = {
     "-A": "--account", "-c": "--cpus-per-task", "-d": "--dependency", "-e": "--error",
@@ -143,6 +146,54 @@ def load(path: Path) -> JobScript:
             hint=f"convert it, e.g. iconv -f latin1 -t utf-8 {shlex.quote(str(path))}",
         ) from e  # fmt: skip
     return parse(text, str(path))
+
+
+def launched_programs(body: str, is_program: Callable[[str], bool]) -> tuple[str, ...]:
+    """The programs a script's launcher lines run, each once, in the script's order.
+
+    The rule (for ``mpidock submit --auto-image``): on each line, after a word named
+    mpirun, mpiexec, mpiexec.hydra, orterun or srun (a path to one counts), the program is
+    the first later word that does not start with ``-`` and that ``is_program`` accepts (a
+    path to an executable file, or a command found on PATH), where a word right after an
+    option without ``=`` is taken for that option's value (``--map-by node``: not the
+    program ``node``) unless no other word is a program (``--oversubscribe hostname``).
+    A shell operator (``; & | < > ( )``) ends the search; comments and lines shlex cannot
+    split (an open quote) are not read; a backslash continues a line.
+
+    Args:
+        body: the script's text.
+        is_program: whether a word names a program, as the submit host sees it.
+    """
+    found: list[str] = []
+    for line in body.replace("\\\n", " ").split("\n"):
+        words = _shell_words(line)
+        for i, word in enumerate(words):
+            if word.rsplit("/", 1)[-1] in MPI_LAUNCHERS:
+                found += [p for p in [_program_after(words[i + 1 :], is_program)] if p]
+    return tuple(dict.fromkeys(found))
+
+
+def _shell_words(line: str) -> list[str]:
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        return list(lexer)
+    except ValueError:
+        return []
+
+
+def _program_after(words: Sequence[str], is_program: Callable[[str], bool]) -> str:
+    plain: list[str] = []
+    values: list[str] = []
+    before = ""
+    for word in words:
+        if set(word) <= _SHELL_OPERATORS:
+            break
+        if not word.startswith("-"):
+            after_option = before.startswith("-") and "=" not in before
+            (values if after_option else plain).append(word)
+        before = word
+    return next((w for w in [*plain, *values] if is_program(w)), "")
 
 
 def to_sbatch_argv(script: JobScript, extra: Sequence[str]) -> list[str]:

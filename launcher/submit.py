@@ -3,19 +3,24 @@
 
     mpidock submit [sbatch options] (--image IMG | --template NAME) [launcher options] -- CMD
     mpidock submit [sbatch options] [launcher options] job.sh
+    mpidock submit [sbatch options] --auto-image [launcher options] job.sh
 
 Arguments are sorted token by token: the launcher's own options (those of slurm-entry)
 go to slurm-entry, everything else to sbatch, in the order given. A job script's
 #SBATCH and #PBS lines become sbatch options and its #MPIDOCK lines launcher options;
 the command line wins over both, a template's defaults lose to everything.
+--auto-image runs `mpidock containerize` here on the programs the script's mpirun, mpiexec
+or srun lines run (see jobscript.launched_programs) and submits with that image.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 import time
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher import cache, config, containers, entry, images, jobscript, movement, proc
+from launcher.containerize import command as containerize_command
 from launcher.errors import DockerUnavailable, UsageError
 from launcher.identity import current_identity
 from launcher.store import ImageStore
@@ -78,6 +84,11 @@ def own_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the sbatch command; submit nothing"
     )
     p.add_argument("--no-prepare", action="store_true", help="leave the image to the nodes")
+    p.add_argument(
+        "--auto-image", action="store_true",
+        help="containerize the programs the script's mpirun/mpiexec/srun lines run, here, "
+        "and run the job in that image",
+    )  # fmt: skip
     entry.add_launch_options(p, submit=True)
     return p
 
@@ -102,7 +113,9 @@ def split(words: list[str], parser: argparse.ArgumentParser) -> tuple[list[str],
     return ours, theirs
 
 
-SUBMIT_ONLY = {"--template", "--wait", "--wait-timeout", "--dry-run", "--no-prepare"}
+SUBMIT_ONLY = {
+    "--template", "--wait", "--wait-timeout", "--dry-run", "--no-prepare", "--auto-image",
+}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,6 +175,8 @@ def prepare_submission(words: list[str]) -> Submission:
     parsed = _parse(parser, ours)
     defaults: list[str] = []
     image = parsed.image or ""
+    if parsed.auto_image:
+        image = _auto_image(parsed, script, command)
     if parsed.template:
         cfg = config.for_command()
         defaults, template_image = config.template_defaults(config.template(cfg, parsed.template))
@@ -175,6 +190,46 @@ def prepare_submission(words: list[str]) -> Submission:
     wrap = shlex.join(["srun", "mpidock", "slurm-entry", *launcher, *tail])
     sbatch_words = [*defaults, *(script.sbatch if script else ()), *theirs]
     return Submission(tuple(sbatch_words), tuple(ours), image, wrap)
+
+
+def is_program(word: str) -> bool:
+    """A path (from the working directory) to an executable file, or a command on PATH."""
+    if "/" in word:
+        return os.path.isfile(word) and os.access(word, os.X_OK)
+    return shutil.which(word) is not None
+
+
+def auto_programs(
+    script: jobscript.JobScript | None,
+    command: list[str],
+    is_program: Callable[[str], bool] = is_program,
+) -> tuple[str, ...]:
+    """--auto-image's programs: those the script's launcher lines run (see
+    jobscript.launched_programs), or the command's first word."""
+    if script is not None:
+        return jobscript.launched_programs(script.body, is_program)
+    return tuple(command[:1]) if command and is_program(command[0]) else ()
+
+
+def _auto_image(
+    parsed: argparse.Namespace, script: jobscript.JobScript | None, command: list[str]
+) -> str:
+    """The image containerize makes here for the job's programs (planned only on --dry-run)."""
+    if parsed.image or parsed.template:
+        raise UsageError(
+            "--auto-image with --image or --template names the image twice",
+            hint="drop --auto-image, or the other",
+        )
+    found = list(auto_programs(script, command))
+    if not found:
+        where = f"{script.path}'s mpirun, mpiexec or srun lines" if script else command[0]
+        raise UsageError(
+            f"--auto-image found no program in {where}",
+            hint="run a path or a command on PATH, e.g. `mpirun ./app`, or give --image IMG",
+        )
+    if parsed.dry_run:
+        return containerize_command.planned_tag(found, base=None)
+    return containerize_command.image_for(found, base=None)
 
 
 def prepare_image(image: str, parsed: argparse.Namespace) -> None:

@@ -75,7 +75,7 @@ def containerize(
     start = time.monotonic()
     plan = plan_image(client, base, names, tag)
     resolved = time.monotonic()
-    built = not _present(client, plan)
+    built = not present(client, plan)
     if built:
         _build(client, plan)
     return Outcome(plan, built, resolved - start, time.monotonic() - resolved)
@@ -129,7 +129,8 @@ def _base_id(client: docker.DockerClient, base: str) -> str:
         ) from e
 
 
-def _present(client: docker.DockerClient, plan: ImagePlan) -> bool:
+def present(client: docker.DockerClient, plan: ImagePlan) -> bool:
+    """Whether the engine holds the plan's tag with the plan's content."""
     try:
         labels = client.images.get(plan.tag).labels or {}
     except ImageNotFound:

@@ -7,7 +7,7 @@ import socket
 import sys
 
 from launcher import config, containers
-from launcher.containerize.build import Outcome, containerize, plan_image
+from launcher.containerize.build import Outcome, containerize, plan_image, present
 from launcher.containerize.plan import LIB_DIR, ImagePlan
 
 
@@ -49,6 +49,20 @@ def image_for(
     _say_plan(outcome.plan)
     _say_outcome(outcome)
     return outcome.plan.tag
+
+
+def planned_tag(binaries: list[str], *, base: str | None) -> str:
+    """The tag the image would have, built or not, said on stderr (submit --dry-run)."""
+    base = base or config.for_command().containerize_base
+    client = containers.client_for_node(socket.gethostname(), timeout=60)
+    try:
+        plan = plan_image(client, base, binaries)
+        ready = present(client, plan)
+    finally:
+        client.close()
+    _say_plan(plan)
+    _say(f"{plan.tag} is built already" if ready else f"would build {plan.tag}")
+    return plan.tag
 
 
 def _say_plan(plan: ImagePlan) -> None:
