@@ -93,6 +93,8 @@ class Layout:
     images: tuple[str, ...] = field(
         default=("mpidock/openmpi", "mpidock/mpich", "mpidock/openmpi5", "mpidock/mpich5")
     )
+    # In the site registry too, for users who reach no Docker daemon (rootless Podman).
+    registry_images: tuple[str, ...] = ("mpidock/openmpi",)
 
     @property
     def host_address(self) -> str:

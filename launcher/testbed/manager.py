@@ -86,6 +86,8 @@ def _ensure_nodes(layout: Layout, client: docker.DockerClient, say: Progress) ->
             say(f"{node.name}: dockerd started at {node.address}")
         net.ensure_trap(node)
     images.ensure_on_nodes(client, layout, say)
+    registry.ensure_podman_trust()
+    registry.publish(layout.nodes[0], layout.registry_images, say)
     died = [n.name for n in layout.nodes if not daemons.running(n.slurmd_pid, "slurmd")]
     for node in layout.nodes:
         if cluster.ensure_slurmd(node, restart=conf_changed or fresh[node]):
@@ -116,6 +118,7 @@ def down(*, purge: bool = False, say: Progress) -> None:
     shutil.rmtree(RUN, ignore_errors=True)
     if SLURM_CONF.exists() and SLURM_CONF.read_text().startswith("# Written by `mpidock"):
         SLURM_CONF.unlink()
+    registry.remove_podman_trust()
     for leftover in (STATE / "hosts", SAVED):
         leftover.unlink(missing_ok=True)
     if purge:

@@ -6,15 +6,25 @@ registry (plain HTTP on a private bridge), as a site registry inside a cluster w
 
 from __future__ import annotations
 
+import json
 import urllib.request
-from contextlib import suppress
+from collections.abc import Callable, Sequence
+from contextlib import closing, suppress
+from pathlib import Path
 
+import docker
+
+from launcher.errors import TestbedError
 from launcher.testbed import daemons
-from launcher.testbed.layout import REGISTRY, RUN, STATE
+from launcher.testbed.layout import REGISTRY, RUN, STATE, Node
 
 PID = RUN / "registry.pid"
 CONFIG = STATE / "registry.yml"
 STORAGE = STATE / "registry"
+# Podman (rootless users, who reach no Docker daemon) pull from the registry: it speaks
+# plain HTTP on the private bridge, as the node daemons' --insecure-registry says too.
+PODMAN_TRUST = Path("/etc/containers/registries.conf.d/50-mpidock-testbed.conf")
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 def config_text() -> str:
@@ -50,3 +60,53 @@ def ensure_registry() -> bool:
         answers, timeout=30, what="the registry", hint="see /var/log/mpidock-testbed/registry.log"
     )
     return True
+
+
+def podman_trust_text() -> str:
+    """The registries.conf drop-in (pure) that lets Podman pull from the registry."""
+    return (
+        "# Written by `mpidock testbed up`: the testbed's site registry speaks plain HTTP"
+        " on its bridge.\n"
+        f'[[registry]]\nlocation = "{REGISTRY}"\ninsecure = true\n'
+    )
+
+
+def ensure_podman_trust() -> None:
+    PODMAN_TRUST.parent.mkdir(parents=True, exist_ok=True)
+    if not PODMAN_TRUST.exists() or PODMAN_TRUST.read_text() != podman_trust_text():
+        PODMAN_TRUST.write_text(podman_trust_text())
+
+
+def remove_podman_trust() -> None:
+    if PODMAN_TRUST.exists() and PODMAN_TRUST.read_text().startswith("# Written by `mpidock"):
+        PODMAN_TRUST.unlink()
+
+
+def publish(node: Node, names: Sequence[str], say: Callable[[str], None]) -> None:
+    """Each image, as the node's daemon has it, in the registry (pushed through that
+    daemon, which trusts the registry); one the registry holds already is left."""
+    with closing(docker.DockerClient(base_url=node.docker_url, timeout=1800)) as client:
+        for name in names:
+            image = client.images.get(name)
+            if registry_config_digest(name) == image.id:
+                continue
+            remote = f"{REGISTRY}/{name}"
+            image.tag(remote, tag="latest")
+            try:
+                for line in client.images.push(remote, tag="latest", stream=True, decode=True):
+                    if "error" in line:
+                        raise TestbedError(f"pushing {name} to {REGISTRY}: {line['error']}")
+            finally:
+                client.images.remove(f"{remote}:latest")  # the tag only
+            say(f"image {name}: in the registry {REGISTRY}")
+
+
+def registry_config_digest(name: str) -> str:
+    """The config digest (the image ID) of name:latest in the registry; "" when absent."""
+    request = urllib.request.Request(
+        f"http://{REGISTRY}/v2/{name}/manifests/latest", headers={"Accept": MANIFEST}
+    )
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with suppress(OSError, ValueError, KeyError), direct.open(request, timeout=10) as reply:
+        return str(json.loads(reply.read())["config"]["digest"])
+    return ""

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
-from launcher.testbed.layout import Node
+from launcher.testbed import registry
+from launcher.testbed.layout import REGISTRY, Node
 from tests.testbed.conftest import (
     MPIDOCK,
     NODES,
     as_user,
+    docker_on,
     launch,
     run,
     sbatch,
@@ -123,3 +126,33 @@ def node_hosts(node: Node) -> str:
     """/etc/hosts as the node's dockerd (and so its host-network containers) sees it."""
     pid = int(node.docker_pid.read_text())
     return Path(f"/proc/{pid}/root/etc/hosts").read_text()
+
+
+def test_up_publishes_the_rootless_users_image_and_podmans_trust_of_the_registry() -> None:
+    # What a user outside group docker pulls through Podman: gone from the registry and
+    # the drop-in removed, `up` puts both back.
+    name = "mpidock/openmpi"
+    digest = manifest_digest(name)
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"http://{REGISTRY}/v2/{name}/manifests/{digest}")
+    request.method = "DELETE"
+    direct.open(request, timeout=10).close()
+    assert registry.registry_config_digest(name) == ""
+    registry.PODMAN_TRUST.unlink()
+    done = run([*MPIDOCK, "testbed", "up", "-N", str(len(NODES))], timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"image {name}: in the registry {REGISTRY}" in done.stderr
+    node_id = docker_on(NODES[0], "image", "inspect", "-f", "{{.Id}}", name)
+    assert registry.registry_config_digest(name) == node_id
+    assert "insecure = true" in registry.PODMAN_TRUST.read_text()
+
+
+def manifest_digest(name: str) -> str:
+    """The registry's digest of name:latest's manifest (what a delete names)."""
+    request = urllib.request.Request(
+        f"http://{REGISTRY}/v2/{name}/manifests/latest", headers={"Accept": registry.MANIFEST}
+    )
+    request.method = "HEAD"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with direct.open(request, timeout=10) as reply:
+        return str(reply.headers["Docker-Content-Digest"])
