@@ -71,7 +71,7 @@ def ensure_slurmd(node: Node, *, restart: bool) -> bool:
     """slurmd inside the node, seeing the node's docker socket at the default path."""
     pid = daemons.running(node.slurmd_pid, "slurmd")
     if pid and not restart:
-        rebind_hosts(pid)
+        daemons.rebind_hosts(pid)
         return False
     if pid:
         daemons.kill_pids([pid])
@@ -86,23 +86,6 @@ def ensure_slurmd(node: Node, *, restart: bool) -> bool:
         what=f"slurmd on {node.name}",
     )
     return True
-
-
-def rebind_hosts(slurmd_pid: int) -> None:
-    """The node's /etc/hosts bound again in its mount namespace when it shows the host's.
-
-    Replacing the host's /etc/hosts (a rename over it) dissolves the bind mounts made on
-    it in the nodes' namespaces: node names stop resolving for every later step. A new
-    bind in the running slurmd's namespace repairs it without restarting the node.
-    """
-    ns_hosts = Path(f"/proc/{slurmd_pid}/root/etc/hosts")
-    try:
-        if ns_hosts.read_bytes() == (STATE / "hosts").read_bytes():
-            return
-    except OSError:
-        return
-    argv = ["nsenter", "-t", str(slurmd_pid), "-m", "mount", "--bind", str(STATE / "hosts")]
-    run([*argv, "/etc/hosts"], check=False, timeout=10)
 
 
 def cancel_orphaned_jobs(died: Collection[str]) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from launcher.errors import TestbedError
-from launcher.testbed.layout import LOGS, Node
+from launcher.testbed.layout import LOGS, STATE, Node
 
 
 def spawn(argv: Sequence[str], log_name: str, *, user: str | None = None) -> int:
@@ -116,3 +116,22 @@ def _signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def rebind_hosts(pid: int) -> None:
+    """The node's /etc/hosts bound again in a node daemon's mount namespace when it shows
+    the host's.
+
+    Replacing the host's /etc/hosts (an editor or `sed -i` renames over it) dissolves the
+    bind mounts made on it in the nodes' namespaces: node names stop resolving for every
+    later step (slurmd) or container (dockerd copies its /etc/hosts into host-network
+    containers). A new bind in the running daemon's namespace repairs it without a restart.
+    """
+    ns_hosts = Path(f"/proc/{pid}/root/etc/hosts")
+    try:
+        if ns_hosts.read_bytes() == (STATE / "hosts").read_bytes():
+            return
+    except OSError:
+        return
+    argv = ["nsenter", "-t", str(pid), "-m", "mount", "--bind", str(STATE / "hosts")]
+    subprocess.run([*argv, "/etc/hosts"], capture_output=True, timeout=10, check=False)

@@ -51,7 +51,8 @@ def ensure_host_engine(say: Progress) -> bool:
 def ensure_node_engine(node: Node) -> bool:
     """The node's own dockerd, inside the node; True when it had to be started."""
     pid = daemons.running(node.docker_pid, "dockerd")
-    if pid and ping(node.docker_url) and _knows_registry(pid) and _sees_node_hosts(pid):
+    if pid and ping(node.docker_url) and _knows_registry(pid):
+        daemons.rebind_hosts(pid)
         return False
     stale = daemons.read_pid(node.docker_pid)
     if stale and daemons.pid_runs(stale, "dockerd"):
@@ -74,17 +75,6 @@ def ensure_node_engine(node: Node) -> bool:
         hint=f"see /var/log/mpidock-testbed/dockerd-{node.name}.log",
     )
     return True
-
-
-def _sees_node_hosts(pid: int) -> bool:
-    """The daemon still sees the node's /etc/hosts. A host /etc/hosts replaced by rename
-    (an editor, `sed -i`, a package) detaches the node's bind mount: its containers could
-    no longer resolve the other nodes, so the daemon is restarted (its slurmd with it)."""
-    try:
-        seen = Path(f"/proc/{pid}/root/etc/hosts").read_text()
-    except OSError:
-        return False
-    return seen == (STATE / "hosts").read_text()
 
 
 def _knows_registry(pid: int) -> bool:

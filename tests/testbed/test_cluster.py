@@ -105,7 +105,7 @@ def _testbed_pids() -> dict[str, str]:
     return pids
 
 
-def test_up_restarts_nodes_a_replaced_etc_hosts_cut_off() -> None:
+def test_up_rebinds_the_nodes_hosts_a_replaced_etc_hosts_cut_off() -> None:
     # An editor or `sed -i` replaces /etc/hosts by rename: the nodes' bind mounts of their
     # own hosts file detach, and their containers can no longer resolve the other nodes.
     hosts = Path("/etc/hosts")
@@ -116,7 +116,7 @@ def test_up_restarts_nodes_a_replaced_etc_hosts_cut_off() -> None:
     done = run([*MPIDOCK, "testbed", "up", "-N", str(len(NODES))], timeout=600)
     assert done.returncode == 0, done.stderr
     for node in NODES:
-        assert f"{node.name}: dockerd started" in done.stderr
+        assert "dockerd started" not in done.stderr  # repaired in place, jobs keep running
         assert node.address in node_hosts(node)
     job = launch(["-N", "3"], ["--image", "mpidock/openmpi"], "mpi-hello --ring")
     assert "ring passed 3 ranks" in job.output, job.output
