@@ -1,0 +1,112 @@
+"""`mpidock submit --auto-image` on the testbed: a C MPI program compiled on the submit host
+with Debian's mpicc, no image named, runs on 3 nodes in the image containerize makes; a
+second submit builds nothing and ships nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run
+from tests.testbed.conftest import HOME, NODES, node_containers
+from tests.testbed.test_front_door import script, submit
+
+pytestmark = pytest.mark.testbed
+HELLO = Path(__file__).parents[2] / "launcher/testbed/dockerfiles/src/mpi_hello.c"
+UID = 1501
+JOB = """\
+#!/bin/sh
+#SBATCH -N 3
+#SBATCH --ntasks-per-node=1
+#SBATCH --time=0:05:00
+mpirun -np 3 --map-by node ./{name} --ring
+"""
+BUILT = re.compile(r"containerize: built (mpidock-auto:[0-9a-f]{16}) \(resolve [\d.]+ s, build")
+
+
+@dataclass(frozen=True)
+class Program:
+    """The host-compiled program in the user's home, its job script, the tags it got."""
+
+    binary: Path
+    job: Path
+    tags: list[str] = field(default_factory=list)  # for the fixture to remove
+    said: list[str] = field(default_factory=list)  # submit's stderr, for the job ids
+
+    def submit(self) -> tuple[int, str, str]:
+        code, output, err = submit("--auto-image", self.job.name)
+        self.said.append(err)
+        return code, output, err
+
+
+def _hosts() -> list[list[str]]:
+    """`docker` argv prefixes: the submit host's engine, then each node's."""
+    return [["docker"], *(["docker", "-H", node.docker_url] for node in NODES)]
+
+
+def _remove_image(tag: str) -> None:
+    """The image and its personalized children everywhere, and its archive in the store."""
+    for docker in _hosts():
+        found = run([*docker, "image", "inspect", "-f", "{{.Id}}", tag])
+        if found.returncode != 0:
+            continue
+        image_id = found.stdout.strip()
+        label = f"label=org.mpidock.personal.base={image_id}"
+        personal = run([*docker, "images", "-q", "--filter", label]).stdout.split()
+        for image in dict.fromkeys(personal):
+            run([*docker, "rmi", "-f", image])
+        run([*docker, "rmi", "-f", tag])
+        for path in (HOME / ".mpidock" / "images").glob(f"*{image_id.split(':')[-1]}*"):
+            path.unlink()
+
+
+@pytest.fixture
+def program() -> Iterator[Program]:
+    """A new program name (so a new image), compiled here and given to the test user."""
+    name = f"auto-ring-{secrets.token_hex(3)}"
+    binary = HOME / name
+    done = subprocess.run(
+        ["mpicc", "-O2", "-o", str(binary), str(HELLO)], capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    binary.chmod(0o755)
+    os.chown(binary, UID, UID)
+    job = script(f"{name}.sh", JOB.format(name=name))
+    made = Program(binary, job)
+    try:
+        yield made
+    finally:
+        for job_id in re.findall(r"submitted job (\d+)", "".join(made.said)):
+            (HOME / f"slurm-{job_id}.out").unlink(missing_ok=True)
+        for tag in dict.fromkeys(made.tags):
+            _remove_image(tag)
+        binary.unlink(missing_ok=True)
+        job.unlink(missing_ok=True)
+
+
+def test_auto_image_runs_a_host_program_on_3_nodes_and_builds_it_once(program: Program) -> None:
+    code, output, err = program.submit()
+    built = BUILT.search(err)
+    assert built, output + err
+    tag = built.group(1)
+    program.tags.append(tag)
+    assert code == 0, output + err
+    assert "libopenmpi3" in err  # the packages line
+    hosts = set(re.findall(r"^rank \d of 3 on (\S+) uid 1501", output, re.M))
+    assert hosts == {"sim1", "sim2", "sim3"}, output
+    assert "ring passed 3 ranks" in output
+    code, output, err = program.submit()
+    assert code == 0, output + err
+    assert f"containerize: {tag} is built already" in err  # same tag
+    assert "build 0 s)" in err
+    assert "ring passed 3 ranks" in output
+    for node in NODES:
+        assert node_containers(node, "org.mpidock.user=mpiuser") == [], node.name
