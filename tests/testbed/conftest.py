@@ -38,8 +38,9 @@ __all__ = [
 NODES = (Node(1), Node(2), Node(3))
 
 
-def node_containers(node: Node, label: str = "org.mpidock.job") -> list[str]:
-    """Names of every container, running or not, that carries label on the node's daemon."""
+def node_containers(node: Node, label: str = "org.mpidock.job", field: str = "Names") -> list[str]:
+    """Names (or another field, e.g. State) of every container, running or not, that
+    carries label on the node's daemon."""
     done = run(
         [
             "docker",
@@ -50,7 +51,7 @@ def node_containers(node: Node, label: str = "org.mpidock.job") -> list[str]:
             "--filter",
             f"label={label}",
             "--format",
-            "{{.Names}}",
+            f"{{{{.{field}}}}}",
         ]
     )
     assert done.returncode == 0, done.stderr

@@ -14,7 +14,7 @@ import pytest
 
 from launcher.testbed.jobs import submit, wait
 from launcher.testbed.layout import Node
-from tests.testbed.conftest import HOME, NODES, assert_nothing_left, run
+from tests.testbed.conftest import HOME, NODES, assert_nothing_left, node_containers, run
 
 pytestmark = pytest.mark.testbed
 ITERATIONS = 250  # of 20 ms busy and 80 ms asleep: about 25 s running
@@ -75,20 +75,7 @@ def _usage(pids: list[int]) -> list[int]:
 
 
 def _states(node: Node, job_id: str) -> set[str]:
-    found = run(
-        [
-            "docker",
-            "-H",
-            node.docker_url,
-            "ps",
-            "-a",
-            "--filter",
-            f"label=org.mpidock.job={job_id}",
-            "--format",
-            "{{.State}}",
-        ]
-    )
-    return set(found.stdout.split())
+    return set(node_containers(node, f"org.mpidock.job={job_id}", "State"))
 
 
 def _until(what: str, check: object, seconds: float) -> float:
