@@ -6,18 +6,24 @@ that user, with node-local storage, pulling the image from the testbed's site re
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import shutil
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from launcher.testbed.layout import REGISTRY
+from launcher.testbed.jobs import ACTIVE, Job, entry_wrap, submit, wait
+from launcher.testbed.layout import REGISTRY, Node
+from tests.conftest import run
 from tests.testbed.conftest import NODES, as_user, home_of, job_dirs_of, launch
+from tests.testbed.inject import SLEEPER, ended, state, until
+from tests.testbed.test_faults import RANK_TRAPS
 from tests.testbed.test_jobs import HELLO
 
 USER = "mpinodocker"
@@ -78,6 +84,65 @@ def podman_ps(node_name: str) -> str:
     return done.stdout.strip()
 
 
+def assert_nothing_left_podman(job: Job) -> None:
+    """No job directory, no podman/conmon/catatonit process of the user, no runtime
+    directory and no container in any node's storage."""
+    uid = pwd.getpwnam(USER).pw_uid
+    assert job_dirs_of(job) == []
+    assert user_processes(uid) == []
+    for node in NODES:
+        assert not (PODMAN_ROOT / node.name / "xdg").exists(), node.name
+        assert podman_ps(node.name) == "", node.name
+    # The checks' own `podman ps` leaves a pause process each (the launcher's are gone,
+    # asserted above): removed by their process IDs.
+    for line in user_processes(uid):
+        pid, name = line.split()
+        if name == "catatonit":
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def conmons(job_id: str, node: Node) -> dict[str, int]:
+    """The job's containers running on the node: name -> the pid of their conmon, found
+    in the node's network namespace (no podman call, which would start a user namespace)."""
+    found = {}
+    for pid in run(["ip", "netns", "pids", node.netns]).stdout.split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if Path(argv[0]).name == "conmon" and "-n" in argv:
+            name = argv[argv.index("-n") + 1]
+            if name.startswith(f"mpidock-{job_id}."):
+                found[name] = int(pid)
+    return found
+
+
+def children(ppid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def start_running_podman(wrap_command: str, timeout: float = 300) -> str:
+    """Submits a 3-node Podman job as the user; returns once every node's container runs."""
+    wrap = entry_wrap(["--engine", "podman", "--image", "mpidock/openmpi"], wrap_command)
+    job_id = submit(["-N", "3"], wrap, timeout=timeout, user=USER)
+    until(
+        lambda: all(conmons(job_id, n) for n in NODES) or state(job_id) not in ACTIVE,
+        180,
+        f"job {job_id} running on every node",
+    )
+    assert state(job_id) == "RUNNING", f"job {job_id} ended early"
+    return job_id
+
+
+def nothing_runs(job_id: str) -> Callable[[], bool]:
+    return lambda: not any(conmons(job_id, n) for n in NODES) and state(job_id) not in ACTIVE
+
+
 @pytest.mark.usefixtures("registry_config")
 def test_podman_ring_as_a_user_outside_group_docker(out_dir: Path) -> None:
     uid = pwd.getpwnam(USER).pw_uid
@@ -98,14 +163,56 @@ def test_podman_ring_as_a_user_outside_group_docker(out_dir: Path) -> None:
     assert written
     assert {(p.stat().st_uid, p.stat().st_gid) for p in written} == {(uid, gid)}
     assert job.record()["engine"]["engine"] == "podman"
-    assert job_dirs_of(job) == []
-    assert user_processes(uid) == []
-    for node in NODES:
-        assert not (PODMAN_ROOT / node.name / "xdg").exists(), node.name
-        assert podman_ps(node.name) == "", node.name
-    # The checks' own `podman ps` leaves a pause process each (the launcher's are gone,
-    # asserted above): removed by their process IDs.
-    for line in user_processes(uid):
-        pid, name = line.split()
-        if name == "catatonit":
-            os.kill(int(pid), signal.SIGKILL)
+    assert_nothing_left_podman(job)
+
+
+# Fault classes under Podman (the Docker versions: test_faults.py).
+
+
+@pytest.mark.usefixtures("registry_config")
+def test_a_failing_rank_fails_the_podman_job() -> None:
+    job = launch(
+        ["-N", "3"],
+        ["--engine", "podman", "--image", "mpidock/openmpi"],
+        "mpi-hello --fail-rank 2 --exit-code 7",
+        user=USER,
+    )
+    assert job.state == "FAILED", job.output
+    assert "rank 2 failing with exit code 7" in job.output
+    assert job.record()["exit_code"] != 0
+    assert_nothing_left_podman(job)
+
+
+@pytest.mark.usefixtures("registry_config")
+def test_scancel_of_a_podman_job_leaves_nothing_within_the_kill_wait() -> None:
+    job_id = start_running_podman(RANK_TRAPS)
+    time.sleep(1)
+    run(["scancel", job_id])
+    assert until(nothing_runs(job_id), 30, "containers and job gone") < 30
+    job = wait(job_id, timeout=60, user=USER)
+    assert job.state == "CANCELLED", job.output
+    assert "sim1: SIGTERM passed to mpirun" in job.output
+    assert_nothing_left_podman(job)
+
+
+@pytest.mark.usefixtures("registry_config")
+def test_the_time_limit_of_a_podman_job_leaves_nothing() -> None:
+    job_id = start_running_podman(SLEEPER, timeout=60)  # --time 1
+    job = wait(job_id, timeout=150, user=USER)
+    assert job.state == "TIMEOUT", job.output
+    assert_nothing_left_podman(job)
+
+
+@pytest.mark.usefixtures("registry_config")
+def test_a_podman_worker_container_killed_mid_run_ends_the_job_naming_it() -> None:
+    job_id = start_running_podman(SLEEPER)
+    ((name, conmon),) = conmons(job_id, NODES[1]).items()
+    assert "-worker-sim2" in name
+    for pid in children(conmon):  # the container's init, as `podman kill` would
+        os.kill(pid, signal.SIGKILL)
+    assert until(ended(job_id), 10, "the job's end") < 10
+    job = wait(job_id, timeout=60, user=USER)
+    assert job.state == "FAILED", job.output
+    assert "sim2: worker failed: sshd container exited" in job.output
+    assert job.record()["error"]["node"] == "sim2"
+    assert_nothing_left_podman(job)
