@@ -20,10 +20,12 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import docker
+import requests
 from docker.errors import DockerException
 
 from launcher import progress
@@ -121,13 +123,41 @@ class PodmanEngine(Engine):
         layout.make()
         storage.write_private(layout.containers_conf, containers_conf(shutil.which("catatonit")))
         self._socket = layout.socket(os.getpid())
+        self._spawn(podman, layout)
+        client = self._wait_ready(layout)
+        _revive_on_loss(client, self._revive)
+        return client
+
+    def _spawn(self, podman: str, layout: storage.Layout) -> None:
+        assert self.runtime is not None
+        assert self._socket is not None
         argv = service_argv(podman, self.runtime.path, layout, self._socket)
-        with open(layout.log(os.getpid()), "wb") as out:
+        with open(layout.log(os.getpid()), "ab") as out:
             self._service = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 env=service_env(os.environ, layout), start_new_session=True,
             )  # fmt: skip
-        return self._wait_ready(layout)
+
+    def _revive(self) -> bool:
+        """The service started again on the same socket when it has died; False once the
+        engine is closed. Slurm's SIGTERM (scancel, time limit) reaches every process of
+        the step, the service too, while the launcher still needs it for KillWait's grace:
+        to pass the signal to mpirun and to remove the containers."""
+        with self._starting:
+            service, podman = self._service, shutil.which("podman")
+            if service is None or self.root is None or podman is None:
+                return False
+            if service.poll() is None and self._socket is not None and self._socket.exists():
+                return True  # alive (or revived by another thread meanwhile)
+            _stop_group(service)
+            layout = storage.Layout(self.root)
+            if self._socket is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._socket.unlink()
+            progress.say(self.node, "engine", "podman service lost; started again")
+            self._spawn(podman, layout)
+            self._wait_ready(layout).close()
+            return True
 
     def _wait_ready(self, layout: storage.Layout) -> docker.DockerClient:
         assert self._service is not None
@@ -176,6 +206,22 @@ class PodmanEngine(Engine):
                 end_user_namespace(storage.Layout(self.root), os.getuid())
             self._lock.close()
             self._lock = None
+
+
+def _revive_on_loss(client: docker.DockerClient, revive: Callable[[], bool]) -> None:
+    """Every API request of the client tried once more after a lost connection, once
+    revive() has the service answering again on the same socket."""
+    send = client.api.request
+
+    def request(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return send(*args, **kwargs)
+        except requests.exceptions.ConnectionError:
+            if not revive():
+                raise
+            return send(*args, **kwargs)
+
+    client.api.request = request
 
 
 def pick_runtime(node: str) -> Runtime:
