@@ -70,14 +70,19 @@ def user_processes(uid: int) -> list[str]:
 
 
 def podman_ps(node_name: str) -> str:
+    """The containers in the node's storage, asked when no job of the user runs there.
+
+    Podman keeps the runtime directory it first ran with in its database (ROOT/xdg), so
+    this check's pause process is recorded there: killed, and the directory removed.
+    """
     root = PODMAN_ROOT / node_name
     runtime = f"XDG_RUNTIME_DIR={root}/xdg-check"
     done = as_user(
         ["sh", "-c", f'mkdir -m 700 -p {root}/xdg-check && env {runtime} podman '
          f'--runtime /usr/sbin/runc --cgroup-manager cgroupfs --root {root}/storage '
          f'--runroot {root}/run ps -a --format "{{{{.Names}}}}"; '
-         f'p=$(cat {root}/xdg-check/libpod/tmp/pause.pid 2>/dev/null) && kill -9 $p; '
-         f'rm -rf {root}/xdg-check'],
+         f'for d in xdg-check xdg; do p=$(cat {root}/$d/libpod/tmp/pause.pid 2>/dev/null) '
+         f'&& kill -9 $p; rm -rf {root}/$d; done'],
         user=USER,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -93,12 +98,7 @@ def assert_nothing_left_podman(job: Job) -> None:
     for node in NODES:
         assert not (PODMAN_ROOT / node.name / "xdg").exists(), node.name
         assert podman_ps(node.name) == "", node.name
-    # The checks' own `podman ps` leaves a pause process each (the launcher's are gone,
-    # asserted above): removed by their process IDs.
-    for line in user_processes(uid):
-        pid, name = line.split()
-        if name == "catatonit":
-            os.kill(int(pid), signal.SIGKILL)
+    assert user_processes(uid) == []  # nor the checks' own
 
 
 def conmons(job_id: str, node: Node) -> dict[str, int]:
