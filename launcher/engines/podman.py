@@ -67,7 +67,7 @@ class PodmanEngine(Engine):
         self._client: docker.DockerClient | None = None
         self._lock: IO[str] | None = None
         self._socket: Path | None = None
-        self._starting = threading.Lock()
+        self._starting = threading.RLock()  # close() may run inside a failed start
 
     def client(self) -> docker.DockerClient:
         with self._starting:  # one service, also when another thread asks at once
@@ -191,9 +191,10 @@ class PodmanEngine(Engine):
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self._service is not None:
-            _stop_group(self._service)
-            self._service = None
+        with self._starting:  # a service revived meanwhile would outlive the job
+            service, self._service = self._service, None
+        if service is not None:
+            _stop_group(service)
             if self.root is not None:
                 with contextlib.suppress(FileNotFoundError):
                     storage.Layout(self.root).log(os.getpid()).unlink()
