@@ -97,7 +97,9 @@ def test_a_docker_socket_the_user_may_not_open_fails_the_job_at_once() -> None:
     node = NODES[2]
     node.docker_sock.chmod(0o600)
     try:
-        job = launch(["-N", "3"], ["--image", "mpidock/openmpi", "--ready-timeout", "120"], "true")
+        # Docker asked for by name: under `auto` that node would take rootless Podman.
+        entry = ["--engine", "docker", "--image", "mpidock/openmpi", "--ready-timeout", "120"]
+        job = launch(["-N", "3"], entry, "true")
     finally:
         node.docker_sock.chmod(0o660)
     assert job.state == "FAILED", job.output
@@ -364,7 +366,9 @@ def test_an_image_with_an_unknown_mpi_is_named(faulty: str, where: str) -> None:
 
 def test_a_user_outside_the_docker_group_is_told_so() -> None:
     # mpinodocker: the testbed's user in no docker group, who reaches no Docker socket.
-    job = launch(["-N", "3"], ["--image", "mpidock/openmpi"], "true", user="mpinodocker")
+    # With `--engine docker`: under `auto` this user gets rootless Podman (test_podman.py).
+    entry = ["--engine", "docker", "--image", "mpidock/openmpi"]
+    job = launch(["-N", "3"], entry, "true", user="mpinodocker")
     assert job.state == "FAILED"
     # The leader fails and ends the job; a worker arriving later sees it is over, one
     # arriving sooner fails the same way.
