@@ -52,3 +52,10 @@ def testbed() -> None:
     require(os.geteuid() == 0, "the docker and testbed tiers need root", "run scripts/test as root")
     done = run([*MPIDOCK, "testbed", "up", "-N", str(NODE_COUNT)], timeout=1800)
     assert done.returncode == 0, f"testbed up failed:\n{done.stderr}"
+
+
+@pytest.fixture
+def root() -> None:
+    """The test makes files or directories of another user: it needs root (fails in CI
+    without it, skips elsewhere)."""
+    require(os.geteuid() == 0, "giving files to another user needs root", "run as root")

@@ -85,9 +85,8 @@ def test_storage_root_through_a_symlink_is_refused(tmp_path: Path) -> None:
         storage.prepare_root(f"{tmp_path}/p/{{node}}", os.getuid(), "ada", "sim1")
 
 
+@pytest.mark.usefixtures("root")
 def test_storage_root_of_another_user_is_refused(tmp_path: Path) -> None:
-    if os.getuid() != 0:
-        pytest.skip("needs root to make a directory of another user")
     planted = tmp_path / "p" / "sim1"
     planted.mkdir(parents=True)
     os.chown(planted, 1504, 1504)

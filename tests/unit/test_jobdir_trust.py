@@ -52,9 +52,8 @@ def test_a_user_directory_someone_else_owns_is_refused(tmp_path: Path) -> None:
         jobdir.ensure_user_dir(tmp_path / "alice", uid=stranger)
 
 
+@pytest.mark.usefixtures("root")
 def test_a_real_foreign_user_directory_is_refused_and_left_alone(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("only root can give a directory to another user")
     planted = tmp_path / "alice"
     planted.mkdir(mode=0o700)
     os.chown(planted, 1504, 1504)
@@ -130,9 +129,8 @@ def test_a_shared_job_root_needs_the_sticky_bit(tmp_path: Path, mode: int, ok: b
         jobdir.check_root(root, "alice", "sim1")
 
 
+@pytest.mark.usefixtures("root")
 def test_a_job_root_another_user_owns_is_refused(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("only root can give a directory to another user")
     root = tmp_path / "shared-jobs"
     root.mkdir(mode=0o1777)
     os.chown(root, 1504, 1504)

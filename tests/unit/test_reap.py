@@ -82,9 +82,8 @@ def test_acting_for_everyone_owns_every_container() -> None:
     assert Caller(None).owns_container({}, "1504:1504")
 
 
+@pytest.mark.usefixtures("root")
 def test_root_acts_for_the_jobs_user_in_an_epilog_and_for_everyone_by_hand() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
     assert caller({"SLURM_JOB_UID": "1501", "SLURM_JOB_USER": "mpiuser"}) == ME
     assert caller({}) == Caller(None)
 

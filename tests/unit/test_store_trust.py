@@ -29,7 +29,7 @@ HEX = "a" * 64
 IMAGE = "lab/cfd:2.1"
 META = f'{{"image": "{IMAGE}", "id": "{A}"}}'
 OTHER_UID = 1504  # another user's files; chown needs root
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
+as_root = pytest.mark.usefixtures("root")
 
 
 @pytest.fixture(autouse=True)
