@@ -26,7 +26,7 @@ def verify_dir(path: Path, uid: int | None = None) -> None:
     info = _lstat(path)
     owner = os.geteuid() if uid is None else uid
     if not stat.S_ISDIR(info.st_mode):
-        _untrusted(path, f"is a {_kind(info.st_mode)}, not a directory")
+        _untrusted(path, f"is a {file_kind(info.st_mode)}, not a directory")
     if info.st_uid != owner:
         _untrusted(path, f"is owned by UID {info.st_uid}, not {owner}")
     if stat.S_IMODE(info.st_mode) & 0o077:
@@ -103,7 +103,7 @@ def write_file(target: Path, text: str, mode: int) -> None:
 
 def _check_file(path: Path, info: os.stat_result, owner: int, private: bool) -> None:
     if not stat.S_ISREG(info.st_mode):
-        _untrusted(path, f"is a {_kind(info.st_mode)}, not a regular file")
+        _untrusted(path, f"is a {file_kind(info.st_mode)}, not a regular file")
     if info.st_uid != owner:
         _untrusted(path, f"is owned by UID {info.st_uid}, not {owner}")
     mode = stat.S_IMODE(info.st_mode)
@@ -118,10 +118,12 @@ def _lstat(path: Path) -> os.stat_result:
         raise JobDirError(f"cannot check {path}: {e.strerror}") from e
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What an lstat or fstat mode is, in words, for an error naming a planted file."""
     kinds = {stat.S_ISLNK: "symlink", stat.S_ISFIFO: "FIFO", stat.S_ISSOCK: "socket"}
+    kinds |= {stat.S_ISCHR: "character device", stat.S_ISBLK: "block device"}
     kinds |= {stat.S_ISDIR: "directory", stat.S_ISREG: "regular file"}
-    return next((name for test, name in kinds.items() if test(mode)), "device")
+    return next((name for test, name in kinds.items() if test(mode)), "special file")
 
 
 def _untrusted(path: Path, why: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from launcher.errors import ImageError
+from launcher.jobfiles import file_kind
 
 LOCK_POLL = 0.1
 # flock fails with these where the filesystem has no lock support (some NFS/FUSE mounts).
@@ -60,25 +61,13 @@ def refusal(st: os.stat_result, trusted: Collection[int], kind: str = "file") ->
     if stat.S_ISLNK(st.st_mode):
         return "it is a symbolic link"
     if not is_kind(st.st_mode):
-        return f"it is not a regular {kind} but a {_kind_of(st.st_mode)}"
+        return f"it is not a regular {kind} but a {file_kind(st.st_mode)}"
     if st.st_uid not in trusted:
         mine = " or ".join(owner_name(u) for u in sorted(trusted))
         return f"it belongs to {owner_name(st.st_uid)}, not to {mine}"
     if st.st_mode & 0o022:
         return f"it is writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
     return ""
-
-
-def _kind_of(mode: int) -> str:
-    kinds = {
-        stat.S_ISFIFO: "FIFO",
-        stat.S_ISSOCK: "socket",
-        stat.S_ISCHR: "character device",
-        stat.S_ISBLK: "block device",
-        stat.S_ISDIR: "directory",
-        stat.S_ISREG: "regular file",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "special file")
 
 
 def check_dir(path: Path, trusted: Collection[int]) -> None:
