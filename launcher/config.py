@@ -20,7 +20,12 @@ the same name):
     containerize_base = "debian:bookworm"  # mpidock containerize's base image
     mpi = "auto"                           # or "openmpi", "mpich", "intel"
     engine = "auto"                        # or "docker", "podman" (rootless)
+    launch = "ssh"                         # or "pmix", "pmi2": a rank per srun task
     podman_root = "/var/tmp/mpidock-podman-{uid}/{node}"  # node-local Podman storage
+    podman_image_store = "/shared/mpidock/podman-store/{user}"  # rootless, read in place
+    host_mpi = "mpich5"                    # inject this [host_mpi.NAME]; "" for none
+                                           # (in a file with such tables: [host_mpi]
+                                           # default = "mpich5", as TOML wants)
 
     [templates.big]
     image = "ghcr.io/example/app:1.0"      # required
@@ -31,6 +36,15 @@ the same name):
     time = "2:00:00"
     comment = "production runs"
 
+    [host_mpi.mpich5]                      # launcher.hostmpi: an MPI on every node
+    path = "/opt/mpich-5.0.2"              # required: its prefix (bin/, lib/)
+    family = "mpich"                       # required: mpich, openmpi or intel
+    abi = "libmpi.so.12"                   # required: its C library's soname
+    version = "5.0.2"                      # required
+    check = "major"                        # or "full", "strict" (see launcher.hostmpi)
+    libs = ["/opt/mpich-5.0.2/lib/mpich"]  # further directories its libraries need
+
+Host MPIs merge as templates do: a user's replaces the site's of the same name.
 Each key has an environment variable, MPIDOCK_ and the key in capitals (MPIDOCK_MOUNTS
 is comma-separated; an empty variable counts as unset), and an option, --key-with-dashes
 (--mount for mounts). Errors name the file and line, the variable or the option.
@@ -39,46 +53,31 @@ is comma-separated; an empty variable counts as unset), and an option, --key-wit
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from launcher import config_parsers as parsers
-from launcher.config_parsers import key_line as key_line  # public here too
+from launcher import config_tables as tables
+from launcher.config_parsers import ConfigError as ConfigError  # public here too
+from launcher.config_parsers import Key, parse_key, where_in
+from launcher.config_parsers import key_line as key_line
+from launcher.config_tables import FAMILIES as FAMILIES
+from launcher.config_tables import HOST_MPI_KEYS as HOST_MPI_KEYS
+from launcher.config_tables import TEMPLATE_KEYS as TEMPLATE_KEYS
+from launcher.config_tables import Template as Template
+from launcher.config_tables import host_mpi as host_mpi
+from launcher.config_tables import template as template
+from launcher.config_tables import template_defaults as template_defaults
 from launcher.engines.base import DEFAULT_PODMAN_ROOT
-from launcher.errors import LauncherError, UsageError
+from launcher.hostmpi import HostMpi
 from launcher.identity import current_identity
 from launcher.mpi import MpiFlavor
 
 SITE_FILE = "/etc/mpidock/config.toml"
-
-
-class ConfigError(LauncherError):
-    """A configuration value is unknown, mistyped or out of range; `where` says whose."""
-
-    def __init__(self, where: str, message: str, hint: str = "") -> None:
-        self.where = where
-        super().__init__(f"{where}: {message}", hint=hint)
-
-
-@dataclass(frozen=True)
-class Template:
-    """A named set of job defaults the site (or the user) declares."""
-
-    name: str
-    image: str
-    source: str
-    nodes: int | None = None
-    cpus_per_node: int | None = None
-    gpus: int | None = None
-    memory: str | None = None
-    time: str | None = None
-    comment: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,60 +99,51 @@ class Config:
     templates: dict[str, Template]
     files: tuple[tuple[str, bool], ...]
     engine: str = "auto"
+    launch: str = "ssh"
     podman_root: str = DEFAULT_PODMAN_ROOT
-
-
-@dataclass(frozen=True)
-class _Key:
-    parse: Callable[[object], Any]
-    valid: str
+    podman_image_store: str = ""
+    host_mpi: str = ""
+    host_mpis: dict[str, HostMpi] = field(default_factory=dict)
 
 
 _PATH = parsers.pattern(r"/.*|~(/.*)?", "an absolute path")
 MPI_CHOICES = ("auto", *[f.value for f in MpiFlavor])
 ENGINE_CHOICES = ("auto", "docker", "podman")
-KEYS: dict[str, _Key] = {
-    "job_root": _Key(_PATH, "an absolute path shared by the nodes, e.g. /shared/mpidock/jobs"),
-    "image_store": _Key(_PATH, "an absolute path shared by the nodes, e.g. /shared/images"),
-    "registry": _Key(
+LAUNCH_CHOICES = ("ssh", "pmix", "pmi2")  # launcher.direct.MODES
+KEYS: dict[str, Key] = {
+    "job_root": Key(_PATH, "an absolute path shared by the nodes, e.g. /shared/mpidock/jobs"),
+    "image_store": Key(_PATH, "an absolute path shared by the nodes, e.g. /shared/images"),
+    "registry": Key(
         parsers.pattern(r"((?!.*://)\S+)?", "HOST[:PORT]"),
         "HOST[:PORT] of a registry, e.g. registry.example.org:5000",
     ),
-    "image_cleanup": _Key(parsers.choice("keep", "remove"), "one of: keep, remove"),
-    "port_range": _Key(
+    "image_cleanup": Key(parsers.choice("keep", "remove"), "one of: keep, remove"),
+    "port_range": Key(
         parsers.port_range, "LOW-HIGH with 1024 <= LOW <= HIGH <= 65535, e.g. 20000-29999"
     ),
-    "iface": _Key(parsers.pattern(r"\S+", "an interface"), "a network interface name, e.g. ib0"),
-    "mpi": _Key(parsers.choice(*MPI_CHOICES), f"one of: {', '.join(MPI_CHOICES)}"),
-    "mounts": _Key(parsers.mounts, "SRC[:DST][:ro] with absolute paths, e.g. /data/ref:/ref:ro"),
-    "ready_timeout": _Key(parsers.seconds(1), "a number of seconds, 1 or more, e.g. 120"),
-    "grace": _Key(parsers.seconds(0), "a number of seconds, 0 or more, e.g. 10"),
-    "engine": _Key(parsers.choice(*ENGINE_CHOICES), f"one of: {', '.join(ENGINE_CHOICES)}"),
-    "podman_root": _Key(
+    "iface": Key(parsers.pattern(r"\S+", "an interface"), "a network interface name, e.g. ib0"),
+    "mpi": Key(parsers.choice(*MPI_CHOICES), f"one of: {', '.join(MPI_CHOICES)}"),
+    "mounts": Key(parsers.mounts, "SRC[:DST][:ro] with absolute paths, e.g. /data/ref:/ref:ro"),
+    "ready_timeout": Key(parsers.seconds(1), "a number of seconds, 1 or more, e.g. 120"),
+    "grace": Key(parsers.seconds(0), "a number of seconds, 0 or more, e.g. 10"),
+    "engine": Key(parsers.choice(*ENGINE_CHOICES), f"one of: {', '.join(ENGINE_CHOICES)}"),
+    "launch": Key(parsers.choice(*LAUNCH_CHOICES), f"one of: {', '.join(LAUNCH_CHOICES)}"),
+    "podman_root": Key(
         parsers.pattern(r"/\S*", "an absolute path"),
         "a node-local absolute path; {uid}, {user} and {node} are filled in",
     ),
-    "containerize_base": _Key(
+    "podman_image_store": Key(
+        parsers.pattern(r"(/[^\s,=]*)?", "an absolute path without ',' or '='"),
+        'a shared absolute path, or "" for none; {user} and {uid} are filled in',
+    ),
+    "containerize_base": Key(
         parsers.pattern(r"\S+", "an image name"), "the base image of mpidock containerize"
     ),
+    "host_mpi": Key(
+        parsers.pattern(r"([A-Za-z0-9][A-Za-z0-9_-]*)?", "a host MPI's name"),
+        'the NAME of a [host_mpi.NAME] table, or "" for the image\'s own MPI',
+    ),
 }
-TEMPLATE_KEYS: dict[str, _Key] = {
-    "image": _Key(
-        parsers.pattern(r"\S+", "an image name"), "an image name, e.g. ghcr.io/org/app:1.0"
-    ),
-    "nodes": _Key(parsers.count(1), "a whole number of nodes, 1 or more"),
-    "cpus_per_node": _Key(parsers.count(1), "a whole number of CPUs (ranks) per node, 1 or more"),
-    "gpus": _Key(parsers.count(0), "a whole number of GPUs per node, 0 or more"),
-    "memory": _Key(
-        parsers.pattern(r"[0-9]+[KMGT]?", "a size"), 'a size per node, e.g. "16G" (K, M, G, T)'
-    ),
-    "time": _Key(
-        parsers.pattern(r"([0-9]+-[0-9]+(:[0-9]+){0,2}|[0-9]+(:[0-9]+){0,2})", "a Slurm time"),
-        'a Slurm time limit, e.g. "90", "2:00:00" or "1-12:00:00"',
-    ),
-    "comment": _Key(parsers.string, "a string"),
-}
-_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def env_name(key: str) -> str:
@@ -162,22 +152,6 @@ def env_name(key: str) -> str:
 
 def option_flag(key: str) -> str:
     return "--mount" if key == "mounts" else "--" + key.replace("_", "-")
-
-
-def _parse(
-    keys: Mapping[str, _Key], key: str, raw: object, where: str, name: str, *, prefix: bool
-) -> Any:
-    """The typed value; an error says where (file:line, variable, option) and what is valid."""
-    spec = keys.get(key)
-    if spec is None:
-        close = difflib.get_close_matches(key, keys, n=1)
-        guess = f"did you mean {close[0]}? " if close else ""
-        raise ConfigError(where, f"unknown key {key!r}", hint=f"{guess}valid: {', '.join(keys)}")
-    try:
-        return spec.parse(raw)
-    except parsers.Invalid as e:
-        what = f"{name}: {e}" if prefix else str(e)
-        raise ConfigError(where, what, hint=f"{name} takes {spec.valid}") from e
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -190,11 +164,12 @@ def load(env: Mapping[str, str], given: Mapping[str, object], home: str) -> Conf
         "image_store": os.path.join(home, ".mpidock", "images"),
         "registry": "", "image_cleanup": "keep", "port_range": (20000, 29999), "iface": None,
         "mpi": "auto", "mounts": (), "ready_timeout": 120.0, "grace": 10.0,
-        "engine": "auto", "podman_root": DEFAULT_PODMAN_ROOT,
-        "containerize_base": "debian:bookworm",
+        "engine": "auto", "podman_root": DEFAULT_PODMAN_ROOT, "podman_image_store": "",
+        "containerize_base": "debian:bookworm", "host_mpi": "", "launch": "ssh",
     }  # fmt: skip
     sources = dict.fromkeys(values, "default")
     templates: dict[str, Template] = {}
+    host_mpis: dict[str, HostMpi] = {}
     files = []
     for path in (site_path(env), user_path(env, home)):
         read = _read(path)
@@ -202,11 +177,14 @@ def load(env: Mapping[str, str], given: Mapping[str, object], home: str) -> Conf
         if read is not None:
             layer, where, named = _file_layer(path, *read)
             values, sources, templates = values | layer, sources | where, templates | named
+            host_mpis |= tables.host_mpis(path, *read)
     for layer, where in (_env_layer(env), _option_layer(given)):
         values, sources = values | layer, sources | where
     for key in ("job_root", "image_store"):
         values[key] = _expand(values[key], home)
-    return Config(**values, sources=sources, templates=templates, files=tuple(files))
+    return Config(
+        **values, sources=sources, templates=templates, files=tuple(files), host_mpis=host_mpis
+    )
 
 
 def for_command(args: argparse.Namespace | None = None) -> Config:
@@ -253,48 +231,20 @@ def _file_layer(
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, Template]]:
     values, sources, templates = {}, {}, {}
     for key, raw in data.items():
-        where = _where(path, text, (key,))
+        where = where_in(path, text, (key,))
         if key == "templates":
-            templates = _templates(path, text, raw)
+            templates = tables.templates(path, text, raw, KEYS)
+        elif key == "host_mpi" and isinstance(raw, dict):
+            # [host_mpi.NAME] tables (_host_mpis); beside them TOML takes the launch key
+            # only as [host_mpi] default = "NAME".
+            if "default" in raw:
+                where = where_in(path, text, ("host_mpi", "default"))
+                values[key] = parse_key(KEYS, key, raw["default"], where, key, prefix=True)
+                sources[key] = where
         else:
-            values[key] = _parse(KEYS, key, raw, where, key, prefix=True)
+            values[key] = parse_key(KEYS, key, raw, where, key, prefix=True)
             sources[key] = where
     return values, sources, templates
-
-
-def _templates(path: str, text: str, raw: object) -> dict[str, Template]:
-    if not isinstance(raw, dict):
-        where = _where(path, text, ("templates",))
-        raise ConfigError(
-            where, f"templates: expected tables, {parsers.got(raw)}", hint=_TABLE_HINT
-        )
-    return {name: _template(path, text, name, table) for name, table in raw.items()}
-
-
-_TABLE_HINT = 'declare each as [templates.NAME] with image = "..." under it'
-
-
-def _template(path: str, text: str, name: str, table: object) -> Template:
-    where = _where(path, text, ("templates", name))
-    if not _TEMPLATE_NAME.fullmatch(name) or not isinstance(table, dict):
-        raise ConfigError(
-            where, f"bad template {name!r}", hint=f"{_TABLE_HINT}; NAME is letters, digits, _ -"
-        )
-    fields = {}
-    for key, raw in table.items():
-        at = _where(path, text, ("templates", name, key))
-        if key in KEYS:
-            hint = f"launch keys such as {key} go above the first [table]"
-            raise ConfigError(at, f"{key!r} is not a template key", hint=hint)
-        fields[key] = _parse(TEMPLATE_KEYS, key, raw, at, key, prefix=True)
-    if "image" not in fields:
-        raise ConfigError(where, f"template {name!r} has no image", hint=_TABLE_HINT)
-    return Template(name=name, source=where, **fields)
-
-
-def _where(path: str, text: str, keys: Sequence[str]) -> str:
-    line = key_line(text, keys)
-    return f"{path}:{line}" if line else path
 
 
 def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -308,7 +258,7 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
             raw = [part.strip() for part in text.split(",") if part.strip()]
         elif key in ("ready_timeout", "grace"):
             raw = _float_or_text(text)
-        values[key] = _parse(KEYS, key, raw, f"env {name}", name, prefix=False)
+        values[key] = parse_key(KEYS, key, raw, f"env {name}", name, prefix=False)
         sources[key] = f"env {name}"
     return values, sources
 
@@ -326,7 +276,7 @@ def _option_layer(given: Mapping[str, object]) -> tuple[dict[str, Any], dict[str
         if raw is None:
             continue
         flag = option_flag(key)
-        values[key] = _parse(KEYS, key, raw, f"option {flag}", flag, prefix=False)
+        values[key] = parse_key(KEYS, key, raw, f"option {flag}", flag, prefix=False)
         sources[key] = f"option {flag}"
     return values, sources
 
@@ -344,29 +294,6 @@ def option_fields(config: Config) -> dict[str, Any]:
         "port_range": config.port_range, "iface": config.iface, "mpi": config.mpi,
         "mounts": config.mounts, "ready_timeout": config.ready_timeout, "grace": config.grace,
         "engine": config.engine, "podman_root": config.podman_root,
+        "podman_image_store": config.podman_image_store,
+        "host_mpi": host_mpi(config),
     }  # fmt: skip
-
-
-# --- templates -----------------------------------------------------------------------------
-
-
-def template(config: Config, name: str) -> Template:
-    """The named template; an unknown name lists the valid ones."""
-    if name in config.templates:
-        return config.templates[name]
-    names = sorted(config.templates)
-    hint = f"valid templates: {', '.join(names)}" if names else "no templates are configured"
-    raise UsageError(f"unknown template {name!r}", hint=f"{hint} (see mpidock templates)")
-
-
-def template_defaults(t: Template) -> tuple[list[str], str]:
-    """The template as sbatch options, and its image."""
-    pairs = [
-        ("-N", t.nodes),
-        ("--ntasks-per-node", t.cpus_per_node),
-        ("--gres", f"gpu:{t.gpus}" if t.gpus else None),
-        ("--mem", t.memory),
-        ("--time", t.time),
-    ]
-    options = [part for flag, value in pairs if value is not None for part in (flag, str(value))]
-    return options, t.image

@@ -1,16 +1,19 @@
 """Configuration parsers: raw values to typed ones, and where a key is written in a TOML file.
 
 Pure: each value parser takes a raw TOML, environment or option value and returns the
-typed value or raises Invalid; launcher.config adds where the value came from.
+typed value or raises Invalid; `parse_key` adds where the value came from (ConfigError).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from launcher.errors import UsageError
+from launcher.errors import LauncherError, UsageError
 from launcher.plan import parse_mount
 
 
@@ -138,3 +141,40 @@ def _first_line(text: str, target: tuple[str, ...]) -> int | None:
 
 def _parts(path: str) -> tuple[str, ...]:
     return tuple(next(g for g in m.groups() if g is not None) for m in _PART.finditer(path))
+
+
+class ConfigError(LauncherError):
+    """A configuration value is unknown, mistyped or out of range; `where` says whose."""
+
+    def __init__(self, where: str, message: str, hint: str = "") -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}", hint=hint)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its parser, and what it takes (for the error's hint)."""
+
+    parse: Callable[[object], Any]
+    valid: str
+
+
+def parse_key(
+    keys: Mapping[str, Key], key: str, raw: object, where: str, name: str, *, prefix: bool
+) -> Any:
+    """The typed value; an error says where (file:line, variable, option) and what is valid."""
+    spec = keys.get(key)
+    if spec is None:
+        close = difflib.get_close_matches(key, keys, n=1)
+        guess = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(where, f"unknown key {key!r}", hint=f"{guess}valid: {', '.join(keys)}")
+    try:
+        return spec.parse(raw)
+    except Invalid as e:
+        what = f"{name}: {e}" if prefix else str(e)
+        raise ConfigError(where, what, hint=f"{name} takes {spec.valid}") from e
+
+
+def where_in(path: str, text: str, keys: Sequence[str]) -> str:
+    line = key_line(text, keys)
+    return f"{path}:{line}" if line else path

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.types import DeviceRequest, Mount, Ulimit
+from requests import RequestException
 
 from launcher import engines
 from launcher.engines.docker import fit_cgroup
@@ -96,15 +98,20 @@ def start(
     spec = engines.of(client).fit(spec, client)
     try:
         container = client.containers.create(**docker_kwargs(spec))
-    except DockerException as e:
-        raise NodeFailed(f"cannot create container {spec.name}: {_why(e)}", node=node) from e
+    except (DockerException, RequestException) as e:
+        raise NodeFailed(
+            f"cannot create container {spec.name}: {_why(e)}", node=node, hint=_hint(e)
+        ) from e
     try:
         if before is not None:
             before(container)
         container.start()
-    except DockerException as e:
-        remove(container)
-        raise NodeFailed(f"cannot start container {spec.name}: {_why(e)}", node=node) from e
+    except (DockerException, RequestException) as e:
+        with contextlib.suppress(DockerException, RequestException):
+            remove(container)  # the engine may not answer this either; reap's to do then
+        raise NodeFailed(
+            f"cannot start container {spec.name}: {_why(e)}", node=node, hint=_hint(e)
+        ) from e
     return container
 
 
@@ -142,23 +149,6 @@ def of_step(client: docker.DockerClient, job_id: str, node: str, step: str = "")
     found = client.containers.list(all=True, filters={"label": marks})
     step_label = f"{LABEL_PREFIX}.step"
     return [c for c in found if c.labels.get(step_label, "") == step]
-
-
-def pause(container: Container, *, paused: bool = True) -> bool:
-    """Freeze (the engine's cgroup freezer) or thaw a container; False when it is gone,
-    already in that state, or not running (an engine refuses those with 409)."""
-    try:
-        if paused:
-            container.pause()
-        else:
-            container.unpause()
-    except NotFound:
-        return False
-    except APIError as e:
-        if e.status_code != 409:
-            raise
-        return False
-    return True
 
 
 def exit_info(container: Container) -> tuple[str, int]:
@@ -216,6 +206,27 @@ def tail(container: Container, lines: int = 5) -> str:
         return ""
 
 
-def _why(e: DockerException) -> str:
+def _hint(e: Exception) -> str:
+    if isinstance(e, RequestException):  # no answer in time (a runtime stuck in its init)
+        return "the node's container engine did not answer; see its log, and mpidock reap"
+    return ""
+
+
+def _why(e: Exception) -> str:
     text = getattr(e, "explanation", None) or str(e)
     return str(text).strip().splitlines()[0][:300]
+
+
+def copy_output(output: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    """A container's (or an exec's) stdout and stderr to ours as bytes arrive, until the
+    stream ends; an engine or pipe error ends the copy, never the caller."""
+    try:
+        for chunk_out, chunk_err in output:
+            if chunk_out:
+                sys.stdout.buffer.write(chunk_out)
+                sys.stdout.buffer.flush()
+            if chunk_err:
+                sys.stderr.buffer.write(chunk_err)
+                sys.stderr.buffer.flush()
+    except (DockerException, OSError) as e:
+        log.debug("output stream ended: %s", e)

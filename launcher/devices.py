@@ -80,6 +80,8 @@ class DevicePlan:
         gpu_ids: NVIDIA GPUs for one Docker device request (driver "nvidia"); the host's
             indices or UUIDs. Docker itself sets NVIDIA_VISIBLE_DEVICES from them for the
             NVIDIA runtime, so the plan does not.
+        gpu_files: the same GPUs as device files (their /dev/nvidiaN and the driver's
+            control files), for an engine that takes no device request (launcher.engines).
         group_add: the groups owning the passed device files (video, render, rdma...)
             that the user holds on the host; never root's.
         cap_add: capabilities added to ContainerSpec's own (SYS_PTRACE).
@@ -91,6 +93,7 @@ class DevicePlan:
 
     devices: tuple[str, ...] = ()
     gpu_ids: tuple[str, ...] = ()
+    gpu_files: tuple[str, ...] = ()
     group_add: tuple[int, ...] = ()
     cap_add: tuple[str, ...] = ()
     ulimits: tuple[tuple[str, int, int], ...] = ()
@@ -137,6 +140,7 @@ def plan_devices(
     return DevicePlan(
         devices=tuple(d for part in parts for d in part.devices),
         gpu_ids=tuple(g for part in parts for g in part.gpu_ids),
+        gpu_files=tuple(f for part in parts for f in part.gpu_files),
         group_add=_unique(g for part in parts for g in part.group_add if g in held),
         cap_add=_unique(c for part in parts for c in part.cap_add),
         ulimits=tuple(u for part in parts for u in part.ulimits),
@@ -165,7 +169,7 @@ def allocated_gpus(env: Mapping[str, str], sources: Iterable[str]) -> tuple[str,
 def _gpus(devices: NodeDevices, env: Mapping[str, str]) -> DevicePlan:
     # One GPU vendor per node: the Slurm variables do not say which vendor they count.
     if devices.nvidia:
-        return _nvidia(env)
+        return _nvidia(devices.nvidia, env)
     if devices.kfd is not None:
         return _amd(devices.kfd, devices.render, env)
     source, ids = allocated_gpus(env, NVIDIA_SOURCES)
@@ -177,19 +181,27 @@ def _gpus(devices: NodeDevices, env: Mapping[str, str]) -> DevicePlan:
     )
 
 
-def _nvidia(env: Mapping[str, str]) -> DevicePlan:
+def _nvidia(files: tuple[DeviceFile, ...], env: Mapping[str, str]) -> DevicePlan:
     """The allocated GPUs as one device request; the runtime shows them as 0..n-1.
 
     Indices are taken to name the same GPU for Slurm and for the NVIDIA runtime (NVML
     order), as they do when gres.conf is detected by NVML or lists the files in PCI order.
     CUDA_VISIBLE_DEVICES=0..n-1 is what CUDA would see anyway in a container holding only
-    these GPUs; set, it also overrides any value a rank inherits.
+    these GPUs; set, it also overrides any value a rank inherits. The same GPUs as files:
+    /dev/nvidiaN of each index and every control file (nvidiactl, nvidia-uvm...); a GPU
+    named by UUID has no file to tell, so then there are none.
     """
     source, ids = allocated_gpus(env, NVIDIA_SOURCES)
     if not ids:
         return DevicePlan()
+    present = {f.path for f in files}
+    numbered = [f"/dev/nvidia{gpu}" for gpu in ids]
+    control = [f.path for f in files if not re.fullmatch(r"/dev/nvidia[0-9]+", f.path)]
+    chosen = (*numbered, *control) if present.issuperset(numbered) else ()
+    gpu_files = tuple(f"{path}:{path}:rwm" for path in chosen)
     return DevicePlan(
         gpu_ids=ids,
+        gpu_files=gpu_files,
         environment=(("CUDA_VISIBLE_DEVICES", _renumbered(len(ids))),),
         summary=f"NVIDIA GPUs {','.join(ids)} ({source}) as {_renumbered(len(ids))}",
     )

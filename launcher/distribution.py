@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import docker
 
-from launcher import images, movement
+from launcher import engines, images, movement
 from launcher.beats import Background, Beat, Watch
 from launcher.errors import ImageError, JobEnded, LauncherError, NodeFailed
 from launcher.jobdir import JobDir
@@ -33,13 +34,26 @@ BEAT = 2.0
 
 
 def lead_image(
-    plan: LaunchPlan, client: docker.DockerClient, server: ArchiveServer
+    plan: LaunchPlan,
+    client: docker.DockerClient,
+    server: ArchiveServer,
+    check: Callable[[Wanted], None] | None = None,
 ) -> tuple[str, Wanted, dict[str, Any]]:
-    """The leader's image phase: resolve, publish for the workers, personalize."""
+    """The leader's image phase: resolve, check (a refusal raises before any worker
+    learns the image, so none starts a container), publish for the workers, personalize."""
     say = movement.stderr_say(plan.node)
     store = ImageStore(plan.image_store, warn=say)
     started = time.monotonic()
+    # An engine reading images in place from a shared store fills it once, for every node.
+    ref = movement.registry_ref(plan.registry, plan.image) if plan.registry else ""
+    personal = images.personal_of(plan.identity)
+    filled = engines.of(client).import_image(
+        plan.image, lambda: store.find_by_name(plan.image), ref, personal, say
+    )
     wanted, moved = movement.resolve(client, plan.image, store, plan.registry, plan.node, say)
+    moved = Moved("shared store", *filled) if filled else moved
+    if check is not None:
+        check(wanted)
     write_json(plan.job.image_file, wanted.to_dict(), make_parents=False)
     server.offer(wanted)
     tag, how = images.ensure_personal(client, wanted.image_id, plan.identity, plan.node, plan.image)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -16,9 +17,11 @@ from launcher import (
     config,
     containers,
     devices,
+    direct,
     distribution,
     engines,
     images,
+    injection,
     jobdir,
     jobscript,
     leader,
@@ -109,6 +112,18 @@ def add_launch_options(p: argparse.ArgumentParser, *, submit: bool = False) -> N
         help="docker, podman (rootless, the user's own rights) or auto (default)",
     )
     p.add_argument("--podman-root", help="node-local Podman storage ({uid}, {user}, {node})")
+    p.add_argument(
+        "--host-mpi",
+        metavar="NAME",
+        help="inject the site's MPI [host_mpi.NAME] (site or user configuration) in place of "
+        "the image's, when the ABI check passes",
+    )
+    p.add_argument(
+        "--launch",
+        choices=direct.MODES,
+        help="ssh (default: sshd containers, mpirun in the first node's), pmix or pmi2 "
+        "(every task one rank, through srun --mpi=pmix or --mpi=pmi2; no sshd)",
+    )
     if submit:
         return
     p.add_argument(
@@ -143,11 +158,22 @@ def options(args: argparse.Namespace, home: str) -> Options:
 def run(args: argparse.Namespace) -> int:
     ident = current_identity()
     opts = options(args, ident.home)
+    if (mode := config.for_command(args).launch) != "ssh":  # the one place it is asked
+        if opts.host_mpi:  # its bind and environment are the ssh launch's plan alone
+            raise UsageError(
+                f"--host-mpi {opts.host_mpi.name} works with --launch ssh only",
+                hint=f"leave out --launch {mode}, or --host-mpi to run the image's own MPI",
+            )
+        return direct.run(
+            opts, ident, mode=mode, dry_run=args.dry_run, as_json=args.json, quiet=args.quiet
+        )
     env = SlurmEnv.from_environ(os.environ)
     # A launching leader chooses the network once its job directory exists, so that a
     # failure there (a node name that does not resolve) reaches the workers at once.
     net = _network(env, opts) if args.dry_run else None
     flavor = MpiFlavor(opts.mpi) if opts.mpi != "auto" else None
+    # An injected MPI is launched as its own family, whatever the image's.
+    flavor = opts.host_mpi.family if opts.host_mpi else flavor
     # This node's own devices and environment: every node plans its own containers.
     node_devices = devices.plan_devices(
         devices.probe(Path("/")), os.environ, groups=(ident.gid, *ident.supplementary_gids)
@@ -206,10 +232,13 @@ def _lead(
             # Archive requests can only come before the workers are ready: serve until then.
             with distribution.ArchiveServer(plan, client, run.archive) as server:
                 with run.timings.phase("image"):
-                    tag, wanted, run.image = distribution.lead_image(plan, client, server)
+                    check = injection.Check(client, plan, opts.host_mpi) if opts.host_mpi else None
+                    tag, wanted, run.image = distribution.lead_image(plan, client, server, check)
                     run.image_id = wanted.image_id
                     # --mpi names the family only: its version stays unknown.
                     found = MpiFound(flavor) if flavor else None
+                    if host := opts.host_mpi:  # the injected MPI runs, as its own family
+                        found = MpiFound(host.family, host.version)
                     found = found or detect_mpi(_mpi_version(client, plan, tag, wanted))
                     flavor = found.flavor
                 plan = build_plan(
@@ -223,8 +252,10 @@ def _lead(
                     devices=node_devices,
                     limits=_node_limits(env),
                     mpi_version=found.version,
+                    injection=check.injection if check else None,
                 )
                 plan.job.hostfile.write_text(hostfile_text(flavor, plan.nodes))
+                injection.write_links(plan)
                 leader.wait_workers(plan, run, inbox)
             run.exit_code = leader.run_mpirun(plan, client, run, inbox, tag)
     except BaseException as e:
@@ -259,7 +290,10 @@ def _teardown(
 
 def _engine(plan: LaunchPlan) -> engines.Engine:
     """This step's engine on this node, entered so that every client of the step is its."""
-    settings = engines.Settings(podman_root=plan.podman_root or engines.Settings.podman_root)
+    settings = engines.Settings(
+        podman_root=plan.podman_root or engines.Settings.podman_root,
+        podman_image_store=plan.podman_image_store,
+    )
     return engines.select(plan.engine, plan.node, settings)
 
 
@@ -295,6 +329,7 @@ def _write_record(
         "job_id": plan.job_id, "started": started, "ended": time.time(),
         "image": plan.image, "image_id": run.image_id, "mpi": plan.flavor,
         "mpi_version": plan.mpi_version, "engine": _engine_facts(),
+        "host_mpi": plan.injection.record() if plan.injection else None,
         "nodes": [{"node": h.node, "slots": h.slots} for h in plan.nodes],
         "leader": {"node": plan.node, "image": run.image, "archive": run.archive,
                    "timings": run.timings.phases, "self": own_cost()},
@@ -338,7 +373,9 @@ def _error(error: BaseException, node: str) -> dict[str, Any]:
 
 
 def _print_plan(plan: LaunchPlan, *, as_json: bool, assumed: bool) -> int:
+    plan, notes = _as_engine_starts(plan)
     data = plan.to_dict()
+    data["engine_notes"] = list(notes)
     if assumed:
         data["flavor"] = "auto (detected at launch; the argv shown assumes openmpi)"
     if as_json:
@@ -350,11 +387,28 @@ def _print_plan(plan: LaunchPlan, *, as_json: bool, assumed: bool) -> int:
     if plan.devices:
         print(f"devices: {plan.devices}")
     print(f"engine: {_engine_said(plan)}")
+    for note in notes:
+        print(f"engine: {note}")
+    if plan.injection:
+        print(f"mpi: {plan.injection.describe()}")
     if plan.container:
         print(f"container: {json.dumps(data['container'])}")
     if plan.mpirun:
         print(f"mpirun: {display(plan.mpirun)}")
     return 0
+
+
+def _as_engine_starts(plan: LaunchPlan) -> tuple[LaunchPlan, tuple[str, ...]]:
+    """The plan with its container as the node's engine will start it, and the engine's
+    notes on what changed; unchanged when no engine is found here."""
+    if plan.container is None:
+        return plan, ()
+    try:
+        engine = engines.select(plan.engine, plan.node)
+    except engines.EngineUnavailable:
+        return plan, ()
+    container, notes = engine.planned(plan.container)
+    return dataclasses.replace(plan, container=container), notes
 
 
 def _engine_said(plan: LaunchPlan) -> str:

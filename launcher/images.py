@@ -12,11 +12,13 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 
 import docker
 from docker.errors import BuildError, DockerException, NotFound
 
+from launcher import engines
 from launcher.errors import ImageError
 from launcher.plan import LABEL_PREFIX, Identity
 
@@ -57,6 +59,11 @@ fi
 
 def identity_key(ident: Identity) -> str:
     return hashlib.sha256(json.dumps(asdict(ident), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def personal_of(ident: Identity) -> Callable[[str], tuple[str, str]]:
+    """A base ID's personalized tag and Dockerfile for ident (what a store fill builds)."""
+    return lambda base: (personal_tag(base, ident), dockerfile(base, ident))
 
 
 def personal_tag(base_id: str, ident: Identity) -> str:
@@ -123,6 +130,8 @@ def ensure_personal(
 
 def touch(client: docker.DockerClient, tag: str, node: str) -> bool:
     """Marks a use of tag (re-tagging sets its LastTagTime); False when it is not here."""
+    if engines.of(client).shared_image(tag):
+        return True  # read in place from a shared store, where a new tag would copy it
     repo, _, version = tag.rpartition(":")
     try:
         client.api.tag(tag, repo, version)
@@ -136,7 +145,10 @@ def touch(client: docker.DockerClient, tag: str, node: str) -> bool:
 
 
 def remove_personal(client: docker.DockerClient, tag: str) -> None:
-    """The `remove` cleanup policy; an image another job still runs stays."""
+    """The `remove` cleanup policy; an image another job still runs stays, and one of a
+    shared store is the store's."""
+    if engines.of(client).shared_image(tag):
+        return
     try:
         client.images.remove(tag, noprune=False)
     except NotFound:

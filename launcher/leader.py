@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -121,7 +121,7 @@ def _supervise(
     inbox: Inbox,
     output: Iterator[tuple[bytes | None, bytes | None]],
 ) -> int:
-    streamer = threading.Thread(target=_stream, args=(output,), daemon=True)
+    streamer = threading.Thread(target=containers.copy_output, args=(output,), daemon=True)
     streamer.start()
     stop_deadline: float | None = None
     while True:
@@ -168,23 +168,6 @@ def _kill(container: Container, sig: int) -> None:
         container.kill(signal=int(sig))
 
 
-def _stream(output: Iterator[tuple[bytes | None, bytes | None]]) -> None:
-    """Copy the container's stdout and stderr to ours as bytes arrive (attached before
-    the container started, so nothing it writes is missed)."""
-    out: Callable[[bytes], object] = sys.stdout.buffer.write
-    err: Callable[[bytes], object] = sys.stderr.buffer.write
-    try:
-        for chunk_out, chunk_err in output:
-            if chunk_out:
-                out(chunk_out)
-                sys.stdout.buffer.flush()
-            if chunk_err:
-                err(chunk_err)
-                sys.stderr.buffer.flush()
-    except docker.errors.DockerException as e:
-        log.debug("output stream ended: %s", e)
-
-
 def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
     """Tell every worker to stop, wait (bounded) for their teardown reports, drop the keys.
 
@@ -205,14 +188,15 @@ def end_job(plan: LaunchPlan, run: LeaderRun, *, stopping: bool) -> None:
         done_by = time.monotonic() + (STOP_DONE_WAIT if stopping else DONE_WAIT)
         pending = set(plan.workers)
         while pending:
-            now = time.monotonic()
+            now, present = time.monotonic(), readiness.listing(job)
             for node in list(pending):
-                if report := jobfiles.read_report(job.done_file(node)):
+                done = job.done_file(node)
+                if done.name in present and (report := jobfiles.read_report(done)):
                     entry = run.nodes.setdefault(node, {})
                     entry.setdefault("timings", {}).update(report.get("timings", {}))
                     entry["teardown"] = "clean"
                     entry["self"] = report.get("self", {})
-                elif not job.arrived_file(node).exists() and now > arrive_by:
+                elif job.arrived_file(node).name not in present and now > arrive_by:
                     run.nodes.setdefault(node, {})["teardown"] = "never arrived"
                 elif now > max(done_by, arrive_by):
                     run.nodes.setdefault(node, {})["teardown"] = "no report in time"

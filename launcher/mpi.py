@@ -8,6 +8,7 @@ the leader executes the list these functions return.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -248,16 +249,35 @@ def _hydra_options(launch: MpiLaunch) -> list[str]:
 
 
 def _intel_options(launch: MpiLaunch) -> list[str]:
-    """Intel MPI's Hydra: its own names for the ssh bootstrap; the interface for Hydra
-    and for libfabric's tcp provider, and its shm:ofi fabrics, follow the network.
-    Composed from Intel's documentation; not yet run against a real Intel MPI."""
+    """Intel MPI's Hydra: its own names for the ssh bootstrap through the job's wrapper;
+    the interface for Hydra and for libfabric's tcp provider, and its shm:ofi fabrics,
+    follow the network."""
+    names, ppn = _intel_hosts(launch.hosts)
     argv = ["mpiexec", "-bootstrap", "ssh", "-bootstrap-exec", launch.ssh_agent]
-    argv += ["-hosts", _host_list(launch.hosts), "-n", str(launch.np)]
+    argv += ["-hosts", names, "-ppn", str(ppn), "-n", str(launch.np)]
     if launch.network:
-        device = launch.network.device
-        argv += ["-iface", device, "-genv", "FI_TCP_IFACE", device]
-        argv += ["-genv", "I_MPI_FABRICS", "shm:ofi"]
+        argv += ["-iface", launch.network.device]
+    for name, value in _intel_fabric(launch):
+        argv += ["-genv", name, value]
     return argv + _hydra_env(launch)
+
+
+def _intel_hosts(hosts: Sequence[NodeSlots]) -> tuple[str, int]:
+    """Intel's -hosts ignores MPICH's `node:N` counts (every node gets -ppn ranks) and
+    starts a node named again in a row in the same proxy: each node is named slots/ppn
+    times, ppn the greatest common divisor of the slots, so uneven slots are placed
+    exactly and even ones stay one name per node."""
+    ppn = math.gcd(*(host.slots for host in hosts))
+    return ",".join(host.node for host in hosts for _ in range(host.slots // ppn)), ppn
+
+
+def _intel_fabric(launch: MpiLaunch) -> list[tuple[str, str]]:
+    """Shared memory within a node, libfabric's tcp provider on the chosen interface
+    between nodes (else Intel MPI's own choice, which can take docker0)."""
+    if not launch.network:
+        return []
+    device = launch.network.device
+    return [("I_MPI_FABRICS", "shm:ofi"), ("FI_PROVIDER", "tcp"), ("FI_TCP_IFACE", device)]
 
 
 def _hydra_env(launch: MpiLaunch) -> list[str]:
@@ -320,18 +340,20 @@ def _mpich_env(launch: MpiLaunch, hostfile: str) -> list[tuple[str, str]]:
 
 
 def _intel_env(launch: MpiLaunch, hostfile: str) -> list[tuple[str, str]]:
-    """As _intel_options, through Intel MPI's I_MPI_HYDRA_* variables (not yet run
-    against a real Intel MPI)."""
+    """As _intel_options, through Intel MPI's I_MPI_HYDRA_* variables. Intel's host file
+    (I_MPI_HYDRA_HOST_FILE, mpirun -f) ignores per-node counts; only -machinefile honours
+    them, so even slots are set as I_MPI_PERHOST, and a script on uneven slots passes
+    `-machinefile "$I_MPI_HYDRA_HOST_FILE"` (the job's hostfile has the counts)."""
     env = [
         ("I_MPI_HYDRA_HOST_FILE", hostfile),
         ("I_MPI_HYDRA_BOOTSTRAP", "ssh"),
         ("I_MPI_HYDRA_BOOTSTRAP_EXEC", launch.ssh_agent),
     ]
+    if len({host.slots for host in launch.hosts}) == 1:
+        env.append(("I_MPI_PERHOST", str(launch.hosts[0].slots)))
     if launch.network:
-        device = launch.network.device
-        env += [("I_MPI_HYDRA_IFACE", device), ("FI_TCP_IFACE", device)]
-        env += [("I_MPI_FABRICS", "shm:ofi")]
-    return env
+        env.append(("I_MPI_HYDRA_IFACE", launch.network.device))
+    return env + _intel_fabric(launch)
 
 
 def hostfile_text(flavor: MpiFlavor, hosts: Sequence[NodeSlots]) -> str:

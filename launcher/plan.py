@@ -12,6 +12,7 @@ from typing import Any
 
 from launcher.devices import DevicePlan
 from launcher.errors import UsageError
+from launcher.hostmpi import SHIM, HostMpi, Injection, launcher_argv
 from launcher.jobdir import JobDir, job_path
 from launcher.limits import Limits
 from launcher.mpi import MpiFlavor, MpiLaunch, Network, mpirun_argv, script_env
@@ -65,6 +66,8 @@ class Options:
     registry: str = ""
     engine: str = "auto"  # launcher.engines: docker, podman or auto
     podman_root: str = ""
+    podman_image_store: str = ""
+    host_mpi: HostMpi | None = None  # a site's MPI injected in place of the image's
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class ContainerSpec:
     # request, and (name, soft, hard) resource limits.
     devices: tuple[str, ...] = ()
     gpu_ids: tuple[str, ...] = ()
+    gpu_files: tuple[str, ...] = ()  # the same GPUs as device files (launcher.devices)
     ulimits: tuple[tuple[str, int, int], ...] = ()
     # From launcher.limits: the step's CPUs ("0-1"), its memory in bytes (memory plus swap
     # the same: no swap beyond it), a processes limit and Slurm's job cgroup; 0 or empty
@@ -137,6 +141,8 @@ class LaunchPlan:
     mpi_version: str = ""  # from the image's `mpirun --version`; "" when --mpi named it
     engine: str = "auto"  # as asked; the engine that ran is in the run record
     podman_root: str = ""
+    podman_image_store: str = ""
+    injection: Injection | None = None  # the host MPI injected (launcher.hostmpi)
 
     @property
     def job(self) -> JobDir:
@@ -177,12 +183,15 @@ def build_plan(
     devices: DevicePlan | None = None,
     limits: Limits | None = None,
     mpi_version: str = "",
+    injection: Injection | None = None,
 ) -> LaunchPlan:
     """The plan for this task: its role, its container and (leader) the mpirun argv.
 
     devices (from launcher.devices.plan_devices) go to the container of every role;
     without them no device, GPU or fabric setting is passed. limits (from
     launcher.limits.plan_limits) likewise; without them the containers are unlimited.
+    With opts.host_mpi, injection (the leader's, once the image passed the verdict) or
+    the host MPI alone puts that MPI into every container and the launch.
     """
     dev = devices or NO_DEVICES
     hosts = slots_per_node(env, ppn=opts.ppn, np=opts.np)
@@ -195,9 +204,13 @@ def build_plan(
     leader_node = hosts[0].node
     argv: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
+    inject = injection or (Injection(opts.host_mpi) if opts.host_mpi else None)
+    inject_env = inject.environment(str(job.path / SHIM)) if inject else ()
     if role == "leader" and flavor is not None:
         launch = _mpi_launch(opts, hosts, job, flavor, network, dev.forward, mpi_version)
+        launch = replace(launch, env_set=(*launch.env_set, *inject_env))
         argv = tuple(mpirun_argv(launch))
+        argv = tuple(launcher_argv(argv, inject.host)) if inject else argv
         if opts.script:  # the script's own mpirun finds everything in its environment
             argv, extra_env = (), tuple(script_env(launch, str(job.hostfile)))
     spec = None
@@ -206,6 +219,7 @@ def build_plan(
         command = leads if role == "leader" else _sshd_command(job, env.node_name)
         spec = _container(env, opts, ident, role, image, command, cwd, job_root, extra_env, dev)
         spec = _limited(spec, limits or Limits())
+        spec = _injected(spec, inject, inject_env if role == "leader" else ())
     return LaunchPlan(
         role=role, job_id=env.job_id, node=env.node_name, nodes=hosts, port=port,
         identity=ident, job_dir=str(job.path), image=image, container=spec, mpirun=argv,
@@ -216,6 +230,8 @@ def build_plan(
         limits=limits.summary if limits else "",
         devices=dev.summary, step_id=env.step_id or "", port_range=ports,
         mpi_version=mpi_version, engine=opts.engine, podman_root=opts.podman_root,
+        podman_image_store=opts.podman_image_store,
+        injection=inject,
     )  # fmt: skip
 
 
@@ -307,7 +323,24 @@ def _container(
         shm_size=opts.shm_size,
         devices=dev.devices,
         gpu_ids=dev.gpu_ids,
+        gpu_files=dev.gpu_files,
         ulimits=dev.ulimits,
+    )
+
+
+def _injected(
+    spec: ContainerSpec, inject: Injection | None, env: tuple[tuple[str, str], ...]
+) -> ContainerSpec:
+    """The host MPI's directories bound read-only at their own paths, and (the leader's)
+    its PATH and LD_LIBRARY_PATH over the image's."""
+    if inject is None:
+        return spec
+    binds = inject.host.binds
+    return replace(
+        spec,
+        mounts=(*spec.mounts, *((path, path) for path in binds)),
+        readonly=(*spec.readonly, *binds),
+        environment=tuple({**dict(spec.environment), **dict(env)}.items()),
     )
 
 

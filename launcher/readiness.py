@@ -4,12 +4,11 @@ handshake that verifies the job's host key. Every wait has a deadline."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import paramiko
 
 from launcher.beats import Watch
 from launcher.errors import LauncherError, NodeFailed, NodeTimeout, WorkerFailed
@@ -47,9 +46,11 @@ def wait_ready(
     moving = {node: Watch(job.moving_file(node)) for node in nodes}
     reports: dict[str, dict[str, Any]] = {}
     while len(reports) < len(nodes):
-        raise_failures(job, nodes)
+        present = listing(job)
+        raise_failures(job, nodes, present)
         for node in nodes:
-            if node not in reports and (ready := read_report(job.ready_file(node))):
+            path = job.ready_file(node)
+            if node not in reports and path.name in present and (ready := read_report(path)):
                 reports[node] = ready
         if inbox.stop.is_set():
             raise LauncherError("stopped by a signal while waiting for the workers")
@@ -86,10 +87,31 @@ def port_of(node: str, report: Mapping[str, Any]) -> int:
     return port
 
 
-def raise_failures(job: JobDir, nodes: tuple[str, ...]) -> None:
-    """Raises WorkerFailed for the first worker that reported a failure."""
+def listing(job: JobDir) -> frozenset[str]:
+    """The job directory's names now (none once it is gone).
+
+    One listing a look, however many nodes: looking for each worker's files by name cost
+    an open per worker and file, tens of thousands of metadata operations a second on the
+    shared filesystem at 1,024 nodes.
+    """
+    try:
+        return frozenset(os.listdir(job.path))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def raise_failures(
+    job: JobDir, nodes: tuple[str, ...], present: frozenset[str] | None = None
+) -> None:
+    """Raises WorkerFailed for the first worker that reported a failure.
+
+    Args:
+        present: the job directory's listing, when the caller has one; else it is read.
+    """
+    present = listing(job) if present is None else present
     for node in nodes:
-        report = read_report(job.failed_file(node))
+        path = job.failed_file(node)
+        report = read_report(path) if path.name in present else None
         if report:
             reason = report.get("error", "no reason given")
             hint, at = report.get("hint", ""), report.get("at")
@@ -103,6 +125,8 @@ def _handshakes(job: JobDir, ports: Mapping[str, int], user: str, deadline: floa
 
 def handshake(job: JobDir, node: str, port: int, user: str, deadline: float) -> None:
     """Authenticate to the node's sshd with the job's keys, refusing any other host key."""
+    import paramiko  # the leader's alone: a worker's start need not pay for it
+
     key = paramiko.Ed25519Key.from_private_key_file(str(job.user_key))
     started = time.monotonic()
     while True:

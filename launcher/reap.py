@@ -33,17 +33,12 @@ from docker.models.containers import Container
 from launcher import containers, jobdir, proc
 from launcher.errors import CommandFailed, LauncherError
 from launcher.plan import LABEL_PREFIX, LaunchPlan
+from launcher.slurm import FINAL_STATES, job_state_in
 
-# Slurm's job states after which nothing of the job runs any more.
-FINAL = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
-    "OUT_OF_MEMORY", "PREEMPTED", "SPECIAL_EXIT", "TIMEOUT",
-})  # fmt: skip
 # What slurmctld answers for an id it no longer holds (MinJobAge after the job ended).
 UNKNOWN_JOB = "invalid job id"
 # A job directory: <job>[.<step>], the job an array ("123_4") or heterogeneous ("123+1") id.
 JOB_DIR = re.compile(r"^(\d+(?:[_+]\d+)?)(?:\.\w+)?$")
-JOB_STATE = re.compile(r"\bJobState=(\S+)")
 
 
 @dataclass(frozen=True)
@@ -111,8 +106,7 @@ def reapable(found: Iterable[Leftover], ended: set[str], spare: str = "") -> lis
 
 def job_ended(state_text: str) -> bool:
     """Whether `scontrol show job` output shows the job in a final state."""
-    match = JOB_STATE.search(state_text)
-    return match is not None and match.group(1) in FINAL
+    return job_state_in(state_text) in FINAL_STATES
 
 
 def ask_slurm(job_ids: Iterable[str]) -> set[str]:

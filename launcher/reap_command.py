@@ -9,7 +9,8 @@ from pathlib import Path
 
 import docker
 
-from launcher import config, containers, reap
+from launcher import config, engine_command, reap
+from launcher.engines import podman_reap
 from launcher.errors import LauncherError
 
 
@@ -27,22 +28,32 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="job directories (default: the job_root setting, see mpidock config)",
     )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print what would go; remove nothing")
+    engine_command.add_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     root = Path(config.for_command(args).job_root)
-    client = containers.client_for_node(node)
-    try:
+    _end_podman_leftovers(args, node)
+    with engine_command.select(args) as engine:
+        client = engine.client()
         found = reap.node_leftovers(client) + reap.job_dir_leftovers(root)
         if args.job:
             doomed = [f for f in found if f.job_id == args.job]
         else:
             doomed = reap.reapable(found, reap.ask_slurm({f.job_id for f in found}))
         return _act(client, doomed, node, args.job, dry_run=args.dry_run)
-    finally:
-        client.close()
+
+
+def _end_podman_leftovers(args: argparse.Namespace, node: str) -> None:
+    """From an Epilog (root, --job): what a killed slurm-entry's rootless Podman left
+    running for the job's user, ended by signals (launcher/engines/podman_reap.py)."""
+    caller = reap.caller(os.environ)
+    if not args.job or os.geteuid() != 0 or caller.uid is None or args.dry_run:
+        return
+    for ended in podman_reap.reap_job(args.job, caller.uid):
+        print(f"{node}: ended {ended.describe()} of job {args.job}")
 
 
 def _act(
@@ -63,5 +74,5 @@ def _act(
         return 0
     failures = reap.remove_all(client, doomed, lambda line: print(f"{node}: {line}"))
     if failures:
-        raise LauncherError("; ".join(failures), node=node, hint="is the Docker engine healthy?")
+        raise LauncherError("; ".join(failures), node=node, hint="is the container engine healthy?")
     return 0

@@ -46,6 +46,12 @@ def runs_dir(home: str) -> Path:
     return Path(os.environ.get("MPIDOCK_RUNS_DIR") or Path(home) / ".mpidock" / "runs")
 
 
+def file_name(job_id: str, step_id: str | None) -> str:
+    """``<job>.json``; a later step of the job (a second srun) gets ``<job>.<step>.json``."""
+    later = step_id not in (None, "", "0")
+    return f"{job_id}.{step_id}.json" if later else f"{job_id}.json"
+
+
 def write_json(path: Path, data: dict[str, Any], *, make_parents: bool = True) -> None:
     """Write atomically: readers on other nodes never see half a file.
 

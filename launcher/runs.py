@@ -98,11 +98,19 @@ def job_table(record: Record) -> str:
         ))  # fmt: skip
     error = _mapping(record.get("error"))
     summary = (
-        f"job {record.get('job_id')}: {record.get('image')} ({record.get('mpi')}), "
+        f"job {record.get('job_id')}: {record.get('image')} ({_how(record)}), "
         f"exit {record.get('exit_code')}"
         + (f", error on {error.get('node')}: {error.get('message')}" if error else "")
     )
     return summary + "\n" + columns(lines)
+
+
+def _how(record: Record) -> str:
+    """The MPI family (the ssh mode knows it) or the direct launch mode (no mpirun ran)."""
+    if record.get("mpi"):
+        return str(record["mpi"])
+    launch = record.get("launch")
+    return f"{launch} launch" if launch else "MPI unknown"
 
 
 def _nodes(record: Record) -> dict[str, tuple[str, Record]]:

@@ -1,7 +1,16 @@
-"""Signals as data: handlers only record what arrived; the main loops act on it."""
+"""Signals as data: handlers only record what arrived; the main loops act on it.
+
+No Python code runs in a signal handler here. A handler may interrupt any bytecode of
+the main thread, even another handler halfway through taking a lock (Slurm sends SIGCONT
+and SIGTERM back to back at a time limit): a handler that sets a threading.Event there
+waits forever for the lock its own thread holds. So the interpreter writes each signal's
+number to a pipe (signal.set_wakeup_fd) and a thread of the Inbox turns the numbers into
+events and queues; the Python-level handler does nothing.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -14,6 +23,7 @@ FORWARD = (signal.SIGUSR1, signal.SIGUSR2)
 # containers are paused between the two (launcher/suspend.py).
 SUSPEND = signal.SIGTSTP
 RESUME = signal.SIGCONT
+HANDLED = (*STOP, *FORWARD, SUSPEND, RESUME)
 
 
 class Inbox:
@@ -25,22 +35,38 @@ class Inbox:
         self.stop = threading.Event()
         self.stop_signal: int | None = None
         self.pending: list[int] = []
+        self._pending_lock = threading.Lock()
         self.suspended = threading.Event()
         self.changed = threading.Event()
         self.since = 0.0
 
     def install(self) -> Inbox:
-        for sig in (*STOP, *FORWARD, SUSPEND, RESUME):
-            signal.signal(sig, self._on_signal)
+        """Catch the signals from now on (from the main thread: Python's rule)."""
+        read, write = os.pipe()
+        os.set_blocking(write, False)  # the interpreter's write must never block
+        threading.Thread(target=self._read, args=(read,), name="signals", daemon=True).start()
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        for sig in HANDLED:
+            signal.signal(sig, caught)
         return self
 
     def take_pending(self) -> list[int]:
-        taken, self.pending = self.pending, []
+        with self._pending_lock:
+            taken, self.pending = self.pending, []
         return taken
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def _read(self, fd: int) -> None:
+        handled = {int(s) for s in HANDLED}
+        while data := os.read(fd, 64):  # the write end stays open: read blocks, never ends
+            for signum in data:
+                if signum in handled:
+                    self.receive(signum)
+
+    def receive(self, signum: int) -> None:
+        """Record one signal (on the Inbox's thread, or a test's)."""
         if signum in FORWARD:
-            self.pending.append(signum)
+            with self._pending_lock:
+                self.pending.append(signum)
             return
         if signum in (SUSPEND, RESUME):
             self._suspend(signum == SUSPEND)
@@ -50,11 +76,15 @@ class Inbox:
         self.changed.set()  # a stop while suspended thaws the containers for the teardown
 
     def _suspend(self, suspended: bool) -> None:
-        # Only events are set here: pausing the containers takes an engine call, which a
-        # handler must not make (it would delay the main loop and race Slurm's SIGSTOP).
+        # Only events are set here: pausing the containers takes an engine call, made on
+        # the Freezer's thread (launcher/suspend.py), which wakes on `changed`.
         self.since = time.monotonic()
         if suspended:
             self.suspended.set()
         else:
             self.suspended.clear()
         self.changed.set()
+
+
+def caught(_signum: int, _frame: FrameType | None) -> None:
+    """The Python-level handler: nothing, the wakeup pipe carries the signal (see above)."""

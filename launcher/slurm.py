@@ -19,6 +19,31 @@ _T = TypeVar("_T")
 
 _COUNT = re.compile(r"(\d+)(?:\(x(\d+)\))?")
 
+# Slurm's job states after which nothing of the job runs any more. Every other state is a
+# job still going, whether its name is common (RUNNING, COMPLETING) or brief (SIGNALING
+# while the time limit's signals go out, STAGE_OUT, REQUEUED, RESIZING).
+FINAL_STATES = frozenset({
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+    "OUT_OF_MEMORY", "PREEMPTED", "SPECIAL_EXIT", "TIMEOUT",
+})  # fmt: skip
+
+
+_JOB_STATE = re.compile(r"\bJobState=(\S+)")
+
+
+def job_state_in(text: str) -> str:
+    """The JobState that `scontrol show job` output gives; UNKNOWN where it gives none
+    (an id slurmctld no longer holds)."""
+    match = _JOB_STATE.search(text)
+    return match.group(1) if match else "UNKNOWN"
+
+
+def job_over(state: str) -> bool:
+    """Whether a job whose JobState reads `state` has ended; UNKNOWN, the state of an id
+    slurmctld no longer holds (MinJobAge after its end), counts as ended."""
+    return state in FINAL_STATES or state == "UNKNOWN"
+
+
 # Each required fact, under its current name first and its older aliases after.
 _REQUIRED: tuple[tuple[str, ...], ...] = (
     ("SLURM_JOB_ID", "SLURM_JOBID"),

@@ -32,9 +32,9 @@ from launcher import cache, config, containers, entry, images, jobscript, moveme
 from launcher.containerize import command as containerize_command
 from launcher.errors import DockerUnavailable, UsageError
 from launcher.identity import current_identity
+from launcher.slurm import job_over, job_state_in
 from launcher.store import ImageStore
 
-ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 POLL = 1.0
 # --wait-timeout ran out: the job goes on. timeout(1)'s status, so scripts can tell it apart.
 WAIT_EXPIRED = 124
@@ -173,12 +173,13 @@ def prepare_submission(words: list[str]) -> Submission:
         ours = [*script.launcher, *ours]
         ours += [w for name in script.env_forward for w in ("--env", name)]
     parsed = _parse(parser, ours)
+    cfg = config.for_command(parsed)  # its templates, and the launch mode for srun
+    srun = srun_words(cfg.launch, script)  # a refusal before any image is made
     defaults: list[str] = []
     image = parsed.image or ""
     if parsed.auto_image:
         image = _auto_image(parsed, script, command)
     if parsed.template:
-        cfg = config.for_command()
         defaults, template_image = config.template_defaults(config.template(cfg, parsed.template))
         image = image or template_image
     if not image:
@@ -187,9 +188,23 @@ def prepare_submission(words: list[str]) -> Submission:
     if not parsed.image:
         launcher = ["--image", image, *launcher]
     tail = ["--script", str(path)] if script else ["--", *command]
-    wrap = shlex.join(["srun", "mpidock", "slurm-entry", *launcher, *tail])
+    wrap = shlex.join([*srun, "mpidock", "slurm-entry", *launcher, *tail])
     sbatch_words = [*defaults, *(script.sbatch if script else ()), *theirs]
     return Submission(tuple(sbatch_words), tuple(ours), image, wrap)
+
+
+def srun_words(mode: str, script: jobscript.JobScript | None) -> list[str]:
+    """srun, with Slurm's PMI plugin when the launch is direct (--launch pmix|pmi2 from the
+    options, an #MPIDOCK line or the configuration): every task is then a rank."""
+    if mode == "ssh":
+        return ["srun"]
+    if script is not None:
+        raise UsageError(
+            f"--launch {mode} runs a command as every task, not a job script's mpirun",
+            hint=f"mpidock submit --launch {mode} --image IMG -- ./app, or --launch ssh "
+            "for the script",
+        )
+    return ["srun", f"--mpi={mode}"]
 
 
 def is_program(word: str) -> bool:
@@ -277,12 +292,11 @@ def _expired(job_id: str, limit: WaitLimit) -> int:
 
 def job_state(job_id: str) -> tuple[str, int]:
     out = proc.run(["scontrol", "show", "job", job_id], timeout=30).stdout
-    state = re.search(r"JobState=(\S+)", out)
     code = re.search(r"\bExitCode=(\d+):(\d+)", out)
     exit_code = int(code.group(1)) if code else 0
     if code and not exit_code and int(code.group(2)):
         exit_code = 128 + int(code.group(2))
-    return (state.group(1) if state else "UNKNOWN", exit_code)
+    return job_state_in(out), exit_code
 
 
 def follow(
@@ -297,7 +311,7 @@ def follow(
     """
     deadline = time.monotonic() + (limit.seconds if limit else math.inf)
     try:
-        while (found := ask(job_id))[0] in ACTIVE:
+        while not job_over((found := ask(job_id))[0]):
             if limit is not None and time.monotonic() >= deadline:
                 return _expired(job_id, limit)
             time.sleep(POLL)

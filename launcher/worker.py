@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import itertools
 import logging
 import os
 import socket
@@ -31,8 +30,10 @@ from launcher.record import Timings, own_cost, write_json
 from launcher.signals import Inbox
 
 log = logging.getLogger(__name__)
-POLL = 0.05  # the job directory: a stat per look
-CHECK_EVERY = 4  # looks between asking Docker whether sshd still runs
+POLL = 0.05  # the job directory: a stat per look, while the job starts
+IDLE_POLL = 0.5  # ...and once it has run FAST_FOR seconds: a long job's shared-FS load
+FAST_FOR = 5.0
+CHECK_EVERY = 0.2  # seconds between asking the engine whether sshd still runs
 SSHD_LISTEN = 30.0  # seconds a started sshd has to listen on the job's port
 PORT_TRIES = 3  # sshd starts, each on another port, when the chosen one is taken meanwhile
 PORT_SCAN = 200  # ports looked at, from the step's preferred one on, for a free one
@@ -223,41 +224,52 @@ def _wait_job_dir(plan: LaunchPlan, inbox: Inbox) -> None:
 def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
     """Block until the leader ends the job.
 
-    A stop signal leaves the container up for the leader's grace period, so ranks on
-    this node see mpirun's SIGTERM rather than a vanished sshd.
+    The job directory is looked at every POLL seconds while the job starts, then every
+    IDLE_POLL (a signal still wakes the wait at once): a long job on 1,024 nodes stats the
+    shared directory a few thousand times a second, not tens of thousands. A stop signal
+    leaves the container up for the leader's grace period, so ranks on this node see
+    mpirun's SIGTERM rather than a vanished sshd.
 
     Raises:
         NodeFailed: the container died, or the leader is gone (its keys are removed too).
     """
     leader = Watch(plan.job.heartbeat, LEADER_SILENCE)
     stop_by: float | None = None
-    for look in itertools.count():
+    started = next_check = time.monotonic()
+    while True:
         if plan.job.stop_file.exists() or not plan.job.path.exists():
             return
+        now = time.monotonic()
         if inbox.stop.is_set():
-            stop_by = stop_by or time.monotonic() + plan.grace + STOP_SLACK
-            if time.monotonic() > stop_by:
+            stop_by = stop_by or now + plan.grace + STOP_SLACK
+            if now > stop_by:
                 return
-        if look % CHECK_EVERY:
+        if now >= next_check:
+            next_check = now + CHECK_EVERY
+            _check_alive(plan, container, leader)
+        if now - started > FAST_FOR and not inbox.stop.is_set():
+            inbox.stop.wait(IDLE_POLL)
+        else:
             time.sleep(POLL)
-            continue
-        status, code = containers.exit_info(container)
-        status = "running" if status == "paused" else status  # a suspended job's, thawing
-        oom = containers.oom_reason(container)  # a rank killed while sshd lives on, too
-        if status != "running" or oom:
-            what = (
-                f"sshd container {status} (exit {code})" if status != "running" else "a rank died"
-            )
-            reason = f"{what}{oom}: {containers.tail(container)}"
-            raise NodeFailed(reason, node=plan.node)
-        if leader.silent():
-            _remove_keys(plan)
-            raise NodeFailed(
-                f"the leader on {plan.nodes[0].node} is gone: no heartbeat for "
-                f"{LEADER_SILENCE:.0f} s; this node's container and the job's keys are removed",
-                node=plan.node,
-            )
-        time.sleep(POLL)
+
+
+def _check_alive(plan: LaunchPlan, container: Container, leader: Watch) -> None:
+    """Raises NodeFailed when this node's sshd container or a rank in it died, or the
+    leader has gone silent (the job's keys are removed then)."""
+    status, code = containers.exit_info(container)
+    status = "running" if status == "paused" else status  # a suspended job's, thawing
+    oom = containers.oom_reason(container)  # a rank killed while sshd lives on, too
+    if status != "running" or oom:
+        what = f"sshd container {status} (exit {code})" if status != "running" else "a rank died"
+        reason = f"{what}{oom}: {containers.tail(container)}"
+        raise NodeFailed(reason, node=plan.node)
+    if leader.silent():
+        _remove_keys(plan)
+        raise NodeFailed(
+            f"the leader on {plan.nodes[0].node} is gone: no heartbeat for "
+            f"{LEADER_SILENCE:.0f} s; this node's container and the job's keys are removed",
+            node=plan.node,
+        )
 
 
 def _remove_keys(plan: LaunchPlan) -> None:

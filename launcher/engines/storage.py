@@ -28,11 +28,13 @@ class Layout:
 
     @property
     def storage(self) -> Path:
-        return self.root / "storage"
+        """Overlay storage (native rootless overlay), with or without a shared image store;
+        Podman's own default here is vfs, which copies the whole image per container."""
+        return self.root / "storage-overlay"
 
     @property
     def runroot(self) -> Path:
-        return self.root / "run"
+        return self.root / "run-overlay"
 
     @property
     def runtime_dir(self) -> Path:
@@ -47,6 +49,16 @@ class Layout:
 
     def log(self, pid: int) -> Path:
         return self.root / f"service-{pid}.log"
+
+    def stale(self) -> list[Path]:
+        """The sockets and logs of services whose slurm-entry (the pid in the name) no
+        longer runs: killed before it could remove them. A reused pid keeps its files."""
+        found = []
+        for path in [*self.root.glob("api-*.sock"), *self.root.glob("service-*.log")]:
+            pid = path.stem.split("-", 1)[1]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                found.append(path)
+        return sorted(found)
 
     def make(self) -> None:
         for path in (self.storage, self.runroot, self.runtime_dir):

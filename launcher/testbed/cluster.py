@@ -40,6 +40,8 @@ def write_conf(layout: Layout) -> bool:
     EPILOG.parent.mkdir(parents=True, exist_ok=True)
     EPILOG.write_text(epilog_script())
     EPILOG.chmod(0o755)
+    for node in layout.nodes:
+        ensure_node_tmp(node)
     if SLURM_CONF.exists() and SLURM_CONF.read_text() == text:
         return False
     SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +50,15 @@ def write_conf(layout: Layout) -> bool:
         (STATE / node.name / "slurmd").mkdir(parents=True, exist_ok=True)
     (STATE / "slurmctld").mkdir(parents=True, exist_ok=True)
     return True
+
+
+def ensure_node_tmp(node: Node) -> Path:
+    """The node's own TmpFS (slurm.conf): world-writable and sticky, like /tmp, since
+    Slurm's PMIx plugin makes each step's client directory there as the job's user."""
+    tmp = STATE / node.name / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    tmp.chmod(0o1777)
+    return tmp
 
 
 def ensure_slurmctld(layout: Layout, *, restart: bool) -> bool:

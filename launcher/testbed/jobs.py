@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import TestbedError
+from launcher.slurm import job_over, job_state_in
 from launcher.testbed.layout import SHARED, Node
 
 USER = "mpiuser"
-ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
 HOME = SHARED / "home" / USER
 
 
@@ -97,7 +97,7 @@ def wait(job_id: str, timeout: float = 300, user: str = USER) -> Job:
     running at the timeout is cancelled, so a hang fails its test and no other.
     """
     deadline = time.monotonic() + timeout
-    while (state := _state(job_id))[0] in ACTIVE:
+    while not job_over((state := _state(job_id))[0]):
         if time.monotonic() > deadline:
             subprocess.run(["scancel", job_id], check=False)
             raise TestbedError(f"job {job_id} still {state[0]} after {timeout:.0f} s; cancelled")
@@ -116,9 +116,8 @@ def _state(job_id: str) -> tuple[str, str]:
     info = subprocess.run(
         ["scontrol", "show", "job", job_id], capture_output=True, text=True, check=False
     ).stdout
-    state = re.search(r"JobState=(\S+)", info)
     code = re.search(r"\bExitCode=(\S+)", info)
-    return (state.group(1) if state else "UNKNOWN", code.group(1) if code else "?")
+    return job_state_in(info), code.group(1) if code else "?"
 
 
 def launch(

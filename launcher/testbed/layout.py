@@ -18,6 +18,7 @@ SLURM_CONF = Path("/etc/slurm/slurm.conf")
 TRAP_ADDR = "172.17.0.1/16"
 REGISTRY = f"{SUBNET.network_address + 1}:5000"  # the host on the bridge
 MAX_NODES = 32
+FULL_NODES = 3  # nodes that carry every example image
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,22 @@ class Layout:
     uid: int = 1501
     host_name: str = "localhost"
     images: tuple[str, ...] = field(
-        default=("mpidock/openmpi", "mpidock/mpich", "mpidock/openmpi5", "mpidock/mpich5")
+        default=(
+            "mpidock/openmpi",
+            "mpidock/mpich",
+            "mpidock/openmpi5",
+            "mpidock/mpich5",
+            "mpidock/intelmpi",
+        )
     )
     # In the site registry too, for users who reach no Docker daemon (rootless Podman).
-    registry_images: tuple[str, ...] = ("mpidock/openmpi",)
+    registry_images: tuple[str, ...] = ("mpidock/openmpi", "mpidock/mpich")
+
+    def images_on(self, node: Node) -> tuple[str, ...]:
+        """Every example image on the first FULL_NODES nodes; a node beyond them (a testbed
+        widened for scale) carries the base example image alone: 13 more copies of every
+        MPI's image would cost gigabytes and minutes for jobs that run one image."""
+        return self.images if node.index <= FULL_NODES else self.images[:1]
 
     @property
     def host_address(self) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 
 from launcher.errors import TestbedError
-from launcher.testbed import cluster, daemons, engines, images, install, net, registry
+from launcher.testbed import cluster, daemons, engines, hostmpi, images, install, net, registry
 from launcher.testbed.layout import (
     LOGS,
     MAX_NODES,
@@ -56,6 +56,7 @@ def up(
     with closing(docker.DockerClient(base_url=engines.HOST_SOCK, timeout=1800)) as client:
         images.ensure_base(client, say)
         images.ensure_examples(client, layout, say)
+        hostmpi.ensure(say)
         _ensure_nodes(layout, client, say)
     say(f"testbed up: {len(layout.nodes)} nodes in {time.monotonic() - start:.0f} s")
     return layout
@@ -119,6 +120,7 @@ def down(*, purge: bool = False, say: Progress) -> None:
     if SLURM_CONF.exists() and SLURM_CONF.read_text().startswith("# Written by `mpidock"):
         SLURM_CONF.unlink()
     registry.remove_podman_trust()
+    hostmpi.remove_site_config()
     for leftover in (STATE / "hosts", SAVED):
         leftover.unlink(missing_ok=True)
     if purge:

@@ -19,6 +19,10 @@ def slurm_conf(layout: Layout) -> str:
         "SlurmdUser=root",
         f"StateSaveLocation={STATE}/slurmctld",
         f"SlurmdSpoolDir={STATE}/%n/slurmd",
+        # The nodes share the host's /tmp, where Slurm's PMIx plugin makes every step's
+        # client directory (spmix_appdir_<uid>_<job>.<step>): the second node of a step
+        # would find the first's and abort. Each node's own, as on a real cluster.
+        f"TmpFS={STATE}/%n/tmp",
         f"SlurmctldPidFile={layout.slurmctld_pid}",
         f"SlurmdPidFile={RUN}/slurmd-%n.pid",
         f"SlurmctldLogFile={LOGS}/slurmctld.log",

@@ -28,9 +28,20 @@ CHECKS = [
 
 
 def results(stdout: str) -> dict[str, str]:
-    """CHECK -> pass|FAIL from the table."""
+    """CHECK -> pass|FAIL from the table (information rows, shown "-", left out)."""
     rows = [line for line in stdout.splitlines()[1:] if "  " in line]
-    return {line[:23].strip(): line[23:].split()[0] for line in rows}
+    found = {line[:23].strip(): line[23:].split()[0] for line in rows}
+    return {check: result for check, result in found.items() if result != "-"}
+
+
+# How each example image's MPI can be launched directly (launcher.direct.support).
+DIRECT = {
+    "mpidock/openmpi": "pmix: Open MPI's pmix component ext3x",
+    "mpidock/mpich": "pmi2: libmpich.so.12 has a PMI-1 client (simple PMI)",
+    "mpidock/openmpi5": "pmix: libmpi.so.40 links libpmix.so.2",
+    "mpidock/mpich5": "pmi2: libmpi.so.12 has a PMI-1 client (simple PMI) and a PMI-2 client",
+    "mpidock/intelmpi": "pmi2: libmpi.so.12 has a PMI-1 client (simple PMI)",
+}
 
 
 def leftovers(client: docker.DockerClient) -> list[str]:
@@ -58,6 +69,11 @@ def details(stdout: str) -> dict[str, str]:
             "mpich 5.0.2",
             "libmpi.so.12 (MPICH ABI), libmpi_abi.so.1 (MPI-5 standard ABI)",
         ),
+        (
+            "mpidock/intelmpi",
+            "intel 2021.18.1",
+            "libmpi.so.12 (MPICH ABI), libmpi_abi.so.1 (MPI-5 standard ABI)",
+        ),
     ],
 )
 def test_the_example_images_pass(
@@ -69,6 +85,9 @@ def test_the_example_images_pass(
     assert details(done.stdout)["mpirun"] == mpi
     assert details(done.stdout)["MPI ABI"] == abi
     assert "ranks ran on check-leader and check-worker" in done.stdout
+    assert details(done.stdout)["direct launch"] == DIRECT[image]
+    # Outside an allocation the direct proof is a note, not a failure.
+    assert details(done.stdout)["direct, 2 ranks"].startswith("not tried: needs a Slurm allocation")
     assert leftovers(client) == []
 
 
@@ -91,6 +110,7 @@ def test_bare_debian_fails_naming_what_is_missing(client: docker.DockerClient) -
     assert "cannot access '/usr/sbin/sshd'" in done.stdout
     assert "mpirun: not found" in done.stdout
     assert details(done.stdout)["MPI ABI"] == "no libmpi.so.* known to the loader or beside mpirun"
+    assert details(done.stdout)["direct launch"].startswith("neither: no PMIx or PMI client")
     assert done.stdout.rstrip().endswith("4 of 9 checks passed")
     assert leftovers(client) == []
 

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from launcher.testbed.jobs import ACTIVE, Job, home_of, submit, wait
+from launcher.slurm import job_over, job_state_in
+from launcher.testbed.jobs import Job, home_of, submit, wait
 from launcher.testbed.layout import Node
 from tests.conftest import run
 from tests.testbed.conftest import NODES, node_containers
@@ -33,8 +34,8 @@ def until(check: Callable[[], bool], timeout: float, what: str) -> float:
 
 
 def state(job_id: str) -> str:
-    out = run(["scontrol", "show", "job", job_id]).stdout
-    return next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), "")
+    """The job's JobState; UNKNOWN once slurmctld no longer holds it."""
+    return job_state_in(run(["scontrol", "show", "job", job_id]).stdout)
 
 
 def start_running(options: list[str], wrap: str, user: str = "mpiuser") -> str:
@@ -46,7 +47,7 @@ def start_running(options: list[str], wrap: str, user: str = "mpiuser") -> str:
                 bool(containers_of(job_id, NODES[0], "leader"))
                 and all(containers_of(job_id, n, "worker") for n in NODES[1:])
             )
-            or state(job_id) not in ACTIVE
+            or job_over(state(job_id))
         ),
         120,
         f"job {job_id} running on every node",
@@ -56,7 +57,7 @@ def start_running(options: list[str], wrap: str, user: str = "mpiuser") -> str:
 
 
 def ended(job_id: str) -> Callable[[], bool]:
-    return lambda: state(job_id) not in ACTIVE
+    return lambda: job_over(state(job_id))
 
 
 def finish(job_id: str, user: str = "mpiuser") -> Job:

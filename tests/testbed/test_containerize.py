@@ -110,3 +110,86 @@ def test_auto_image_runs_a_host_program_on_3_nodes_and_builds_it_once(program: P
     assert "ring passed 3 ranks" in output
     for node in NODES:
         assert node_containers(node, "org.mpidock.user=mpiuser") == [], node.name
+
+
+NOTE_LIB = "int ring_note(int rank) { return 1000 + rank; }\n"
+NOTE_MAIN = """\
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <mpi.h>
+#include <stdio.h>
+int ring_note(int rank);
+int main(int argc, char **argv) {
+    int rank, size, sum = 0, mine;
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    mine = ring_note(rank);
+    MPI_Reduce(&mine, &sum, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
+    Dl_info where;
+    if (dladdr((void *)ring_note, &where))
+        printf("rank %d: note from %s\\n", rank, where.dli_fname);
+    if (rank == 0) printf("home library says %d from %d ranks\\n", sum, size);
+    MPI_Finalize();
+    return 0;
+}
+"""
+NOTE_JOB = """\
+#!/bin/sh
+#SBATCH -N 3
+#SBATCH --ntasks-per-node=1
+#SBATCH --time=0:05:00
+mpirun -np 3 --map-by node ./{name}
+"""
+
+
+@pytest.fixture
+def home_library_program() -> Iterator[tuple[Program, Path]]:
+    """A program linked against a library built in the user's home (no package owns it),
+    no rpath: only the submit's LD_LIBRARY_PATH finds it on the host."""
+    name = f"auto-note-{secrets.token_hex(3)}"
+    libdir = HOME / f"{name}-lib"
+    libdir.mkdir()
+    source = libdir / "note.c"
+    source.write_text(NOTE_LIB)
+    main = HOME / f"{name}.c"
+    main.write_text(NOTE_MAIN)
+    binary = HOME / name
+    for argv in (
+        ["gcc", "-shared", "-fPIC", "-o", str(libdir / "libringnote.so"), str(source)],
+        ["mpicc", "-O2", "-o", str(binary), str(main), f"-L{libdir}", "-lringnote"],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+    for path in (libdir, libdir / "libringnote.so", binary):
+        os.chown(path, UID, UID)
+    job = script(f"{name}.sh", NOTE_JOB.format(name=name))
+    made = Program(binary, job)
+    try:
+        yield made, libdir
+    finally:
+        for job_id in re.findall(r"submitted job (\d+)", "".join(made.said)):
+            (HOME / f"slurm-{job_id}.out").unlink(missing_ok=True)
+        for tag in dict.fromkeys(made.tags):
+            _remove_image(tag)
+        for path in (binary, job, main, source, libdir / "libringnote.so"):
+            path.unlink(missing_ok=True)
+        libdir.rmdir()
+
+
+def test_a_library_built_in_the_home_is_copied_into_the_image_and_the_job_runs(
+    home_library_program: tuple[Program, Path],
+) -> None:
+    program, libdir = home_library_program
+    code, output, err = submit("--auto-image", program.job.name, env=(f"LD_LIBRARY_PATH={libdir}",))
+    program.said.append(err)
+    built = BUILT.search(err)
+    assert built, output + err
+    program.tags.append(built.group(1))
+    lib = libdir / "libringnote.so"
+    assert f"{lib} belongs to no package: copied into the image's /opt/mpidock-libs" in err
+    assert code == 0, output + err
+    assert "home library says 3003 from 3 ranks" in output, output
+    # No rpath, and the step's LD_LIBRARY_PATH does not reach the ranks: the image's copy.
+    loaded = set(re.findall(r"^rank \d: note from (\S+)$", output, re.M))
+    assert loaded == {"/opt/mpidock-libs/libringnote.so"}, output

@@ -5,6 +5,7 @@ an #SBATCH job script whose plain mpirun reaches every node; --wait's exit statu
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -13,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from launcher.submit import ACTIVE, WAIT_EXPIRED
+from launcher.slurm import job_over
+from launcher.submit import WAIT_EXPIRED
 from launcher.testbed.jobs import user_argv
 from tests.conftest import run
 from tests.testbed.conftest import HOME, NODES, as_user, assert_nothing_left, wait
+from tests.testbed.engines import EngineCase, engine
 from tests.testbed.inject import containers_of, state, until
+
+__all__ = ["engine"]  # a fixture
 
 TEMPLATES = """\
 [templates.ring3]
@@ -44,12 +49,16 @@ mpirun mpi-hello --ring
 """
 
 
-def submit(*words: str, env: tuple[str, ...] = ()) -> tuple[int, str, str]:
-    """`mpidock submit --wait WORDS` as the test user: (exit status, job output, stderr)."""
-    done = as_user(["env", *env, "mpidock", "submit", "--wait", *words], timeout=300)
+def submit(
+    *words: str, env: tuple[str, ...] = (), user: EngineCase | None = None
+) -> tuple[int, str, str]:
+    """`mpidock submit --wait WORDS` as the test user (or the engine's): (exit status, job
+    output, stderr)."""
+    argv = ["env", *env, "mpidock", "submit", "--wait", *words]
+    done = as_user(argv, timeout=300, user=user.user) if user else as_user(argv, timeout=300)
     match = re.search(r"^(\d+)$", done.stdout, re.M)
     assert match, done.stdout + done.stderr
-    output = HOME / f"slurm-{match.group(1)}.out"
+    output = (user.home if user else HOME) / f"slurm-{match.group(1)}.out"
     return done.returncode, output.read_text() if output.exists() else "", done.stderr
 
 
@@ -71,6 +80,34 @@ def test_submit_waits_and_returns_the_jobs_exit_status() -> None:
     )  # fmt: skip
     assert code != 0, output + err
     assert "FAILED" in err
+
+
+def test_submit_runs_a_ring_under_each_engine(engine: EngineCase) -> None:
+    code, output, err = submit(
+        "-N", "3", "--engine", engine.name, "--image", "mpidock/openmpi", "--",
+        "mpi-hello", "--ring", user=engine,
+    )  # fmt: skip
+    assert code == 0, output + err
+    assert "ring passed 3 ranks" in output
+    ids = {line.split(" uid ", 1)[1] for line in output.splitlines() if " uid " in line}
+    pw = pwd.getpwnam(engine.user)
+    assert ids == {f"{pw.pw_uid} gid {pw.pw_gid}"}, output
+    if engine.name == "podman":
+        assert "rootless podman ready" in output
+
+
+def test_submit_launches_directly_through_slurms_pmix() -> None:
+    """--launch pmix: sbatch's script runs srun --mpi=pmix, every task a rank, no sshd."""
+    code, output, err = submit(
+        "-N", "2", "--ntasks-per-node", "2", "--launch", "pmix", "--image", "mpidock/openmpi",
+        "--", "mpi-hello", "--ring",
+    )  # fmt: skip
+    assert code == 0, output + err
+    assert "ring passed 4 ranks" in output
+    assert "sshd" not in output
+    refused = as_user(["mpidock", "submit", "--launch", "pmix", str(script("r.sh", SLURM))])
+    assert refused.returncode == 2
+    assert "not a job script's mpirun" in refused.stderr
 
 
 def test_an_interrupted_wait_stops_following_and_leaves_the_job_running() -> None:
@@ -106,7 +143,7 @@ def left_running() -> Iterator[list[str]]:
     jobs: list[str] = []
     yield jobs
     for job_id in jobs:
-        if state(job_id) in ACTIVE:
+        if not job_over(state(job_id)):
             run(["scancel", job_id])
             wait(job_id, timeout=60)
         (HOME / f"slurm-{job_id}.out").unlink(missing_ok=True)

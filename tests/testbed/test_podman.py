@@ -10,7 +10,6 @@ import contextlib
 import grp
 import os
 import pwd
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -18,86 +17,25 @@ from pathlib import Path
 
 import pytest
 
-from launcher.testbed.jobs import ACTIVE, Job, entry_wrap, submit, wait
-from launcher.testbed.layout import REGISTRY, Node
+from launcher.engines import stopping
+from launcher.slurm import job_over
+from launcher.testbed.jobs import entry_wrap, submit, wait
+from launcher.testbed.layout import Node
 from tests.conftest import run
-from tests.testbed.conftest import NODES, as_user, home_of, job_dirs_of, launch
-from tests.testbed.inject import SLEEPER, ended, state, until
+from tests.testbed.conftest import NODES, as_user, epilog_lines, launch
+from tests.testbed.engines import PODMAN_ROOT, podman_ps, podman_registry_config, user_processes
+from tests.testbed.engines import PODMAN_USER as USER
+from tests.testbed.engines import assert_nothing_left_podman as assert_nothing_left_podman
+from tests.testbed.inject import SLEEPER, ended, kill_entry, state, until
 from tests.testbed.test_faults import RANK_TRAPS
-from tests.testbed.test_jobs import HELLO
 
-USER = "mpinodocker"
-HOME = home_of(USER)
-PODMAN_ROOT = Path("/var/tmp") / f"mpidock-podman-{pwd.getpwnam(USER).pw_uid}"
+__all__ = ["PODMAN_ROOT", "USER", "podman_ps", "user_processes"]  # for other Podman tests
 
 
 @pytest.fixture
 def registry_config() -> Iterator[None]:
-    """The user's configuration names the site registry (the podman user's image path);
-    removed afterwards. mpinodocker is the testbed's own user: a file a killed run left
-    is overwritten."""
-    path = HOME / ".config" / "mpidock" / "config.toml"
-    as_user(["mkdir", "-p", str(path.parent)], user=USER)
-    as_user(["sh", "-c", f"echo 'registry = \"{REGISTRY}\"' > {path}"], user=USER)
-    yield
-    path.unlink()
-
-
-@pytest.fixture
-def out_dir() -> Iterator[Path]:
-    path = HOME / "podman-ring-files"
-    shutil.rmtree(path, ignore_errors=True)
-    as_user(["mkdir", "-p", str(path)], user=USER)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def user_processes(uid: int) -> list[str]:
-    """podman, conmon and catatonit processes of the user still alive (zombies aside)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        name, state = fields.get("Name", "").strip(), fields.get("State", "").strip()
-        mine = fields.get("Uid", "").split()[:1] == [str(uid)] and not state.startswith("Z")
-        if mine and name in ("podman", "conmon", "catatonit"):
-            found.append(f"{stat.parent.name} {name}")
-    return found
-
-
-def podman_ps(node_name: str) -> str:
-    """The containers in the node's storage, asked when no job of the user runs there.
-
-    Podman keeps the runtime directory it first ran with in its database (ROOT/xdg), so
-    this check's pause process is recorded there: killed, and the directory removed.
-    """
-    root = PODMAN_ROOT / node_name
-    runtime = f"XDG_RUNTIME_DIR={root}/xdg-check"
-    done = as_user(
-        ["sh", "-c", f'mkdir -m 700 -p {root}/xdg-check && env {runtime} podman '
-         f'--runtime /usr/sbin/runc --cgroup-manager cgroupfs --root {root}/storage '
-         f'--runroot {root}/run ps -a --format "{{{{.Names}}}}"; '
-         f'for d in xdg-check xdg; do p=$(cat {root}/$d/libpod/tmp/pause.pid 2>/dev/null) '
-         f'&& kill -9 $p; rm -rf {root}/$d; done'],
-        user=USER,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
-def assert_nothing_left_podman(job: Job) -> None:
-    """No job directory, no podman/conmon/catatonit process of the user, no runtime
-    directory and no container in any node's storage."""
-    uid = pwd.getpwnam(USER).pw_uid
-    assert job_dirs_of(job) == []
-    assert user_processes(uid) == []
-    for node in NODES:
-        assert not (PODMAN_ROOT / node.name / "xdg").exists(), node.name
-        assert podman_ps(node.name) == "", node.name
-    assert user_processes(uid) == []  # nor the checks' own
+    with podman_registry_config():
+        yield
 
 
 def conmons(job_id: str, node: Node) -> dict[str, int]:
@@ -117,12 +55,21 @@ def conmons(job_id: str, node: Node) -> dict[str, int]:
 
 
 def children(ppid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == ppid:
-                found.append(int(stat.parent.name))
-    return found
+    return [
+        int(entry.name)
+        for entry in Path("/proc").glob("[0-9]*")
+        if stopping.stat_fields(entry.name)[1:2] == [str(ppid)]
+    ]
+
+
+def started(conmon: int) -> bool:
+    """The container's init runs under its conmon: created and started, not in `runc init`
+    still (a kill then would hit the runtime, not the container)."""
+    for pid in children(conmon):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/run/podman-init"):
+                return True
+    return False
 
 
 def start_running_podman(wrap_command: str, timeout: float = 300) -> str:
@@ -130,7 +77,7 @@ def start_running_podman(wrap_command: str, timeout: float = 300) -> str:
     wrap = entry_wrap(["--engine", "podman", "--image", "mpidock/openmpi"], wrap_command)
     job_id = submit(["-N", "3"], wrap, timeout=timeout, user=USER)
     until(
-        lambda: all(conmons(job_id, n) for n in NODES) or state(job_id) not in ACTIVE,
+        lambda: all(_all_started(job_id, n) for n in NODES) or job_over(state(job_id)),
         180,
         f"job {job_id} running on every node",
     )
@@ -138,48 +85,26 @@ def start_running_podman(wrap_command: str, timeout: float = 300) -> str:
     return job_id
 
 
+def _all_started(job_id: str, node: Node) -> bool:
+    found = conmons(job_id, node)
+    return bool(found) and all(map(started, found.values()))
+
+
 def nothing_runs(job_id: str) -> Callable[[], bool]:
-    return lambda: not any(conmons(job_id, n) for n in NODES) and state(job_id) not in ACTIVE
+    return lambda: not any(conmons(job_id, n) for n in NODES) and job_over(state(job_id))
 
 
-@pytest.mark.usefixtures("registry_config")
-def test_podman_ring_as_a_user_outside_group_docker(out_dir: Path) -> None:
-    uid = pwd.getpwnam(USER).pw_uid
-    gid = pwd.getpwnam(USER).pw_gid
-    assert USER not in grp.getgrnam("docker").gr_mem  # no Docker socket for this user
-    job = launch(
-        ["-N", "3", "--ntasks-per-node=2"],
-        ["--engine", "podman", "--image", "mpidock/openmpi"],
-        f"mpi-hello --ring --write {out_dir}",
-        timeout=600,
-        user=USER,
-    )
-    assert job.state == "COMPLETED", job.output
-    assert "ring passed 6 ranks" in job.output
-    ids = {(int(m.group(4)), int(m.group(5))) for m in HELLO.finditer(job.output)}
-    assert ids == {(uid, gid)}
-    written = list(out_dir.iterdir())
-    assert written
-    assert {(p.stat().st_uid, p.stat().st_gid) for p in written} == {(uid, gid)}
-    assert job.record()["engine"]["engine"] == "podman"
-    assert_nothing_left_podman(job)
+def test_the_podman_user_reaches_no_docker_daemon() -> None:
+    """The engine tests' Podman user (tests/testbed/engines.py: the ring, records,
+    identity, a failing rank... under both engines) is outside group docker, and Docker's
+    socket refuses it."""
+    assert USER not in grp.getgrnam("docker").gr_mem
+    done = as_user(["docker", "version", "--format", "{{.Server.Version}}"], user=USER)
+    assert done.returncode != 0
+    assert "permission denied" in done.stderr.lower(), done.stderr
 
 
 # Fault classes under Podman (the Docker versions: test_faults.py).
-
-
-@pytest.mark.usefixtures("registry_config")
-def test_a_failing_rank_fails_the_podman_job() -> None:
-    job = launch(
-        ["-N", "3"],
-        ["--engine", "podman", "--image", "mpidock/openmpi"],
-        "mpi-hello --fail-rank 2 --exit-code 7",
-        user=USER,
-    )
-    assert job.state == "FAILED", job.output
-    assert "rank 2 failing with exit code 7" in job.output
-    assert job.record()["exit_code"] != 0
-    assert_nothing_left_podman(job)
 
 
 @pytest.mark.usefixtures("registry_config")
@@ -205,13 +130,95 @@ def test_the_time_limit_of_a_podman_job_leaves_nothing() -> None:
 @pytest.mark.usefixtures("registry_config")
 def test_a_podman_worker_container_killed_mid_run_ends_the_job_naming_it() -> None:
     job_id = start_running_podman(SLEEPER)
-    ((name, conmon),) = conmons(job_id, NODES[1]).items()
-    assert "-worker-sim2" in name
-    for pid in children(conmon):  # the container's init, as `podman kill` would
-        os.kill(pid, signal.SIGKILL)
+    assert "-worker-sim2" in _kill_container(job_id, NODES[1])
     assert until(ended(job_id), 10, "the job's end") < 10
     job = wait(job_id, timeout=60, user=USER)
     assert job.state == "FAILED", job.output
     assert "sim2: worker failed: sshd container exited" in job.output
     assert job.record()["error"]["node"] == "sim2"
+    assert_nothing_left_podman(job)
+
+
+@pytest.mark.usefixtures("registry_config")
+def test_a_killed_podman_worker_entry_leaves_nothing_running_after_the_epilog() -> None:
+    """slurm-entry SIGKILLed on a node: its Podman service and container outlive it (outside
+    the step's process tree); the Epilog ends them, and the user's next job on the node
+    removes the stopped container's record."""
+    uid = pwd.getpwnam(USER).pw_uid
+    job_id = start_running_podman(SLEEPER)
+    node = NODES[1]
+    kill_entry(job_id, node)
+    time.sleep(2)
+    assert conmons(job_id, node), "the container went with its slurm-entry"
+    run(["scancel", job_id])
+    job = wait(job_id, timeout=120, user=USER)
+    assert job.state == "CANCELLED", job.output
+    until(lambda: user_processes(uid) == [], 30, "nothing of the user's Podman running")
+    said = epilog_lines(job_id, node)
+    assert any(f"ended container mpidock-{job_id}." in line for line in said), said
+    assert any("ended podman service of ended slurm-entry" in line for line in said), said
+    nearby = launch(
+        ["-N", "1", "-w", node.name],
+        ["--engine", "podman", "--image", "mpidock/openmpi"],
+        "true",
+        user=USER,
+    )
+    assert nearby.state == "COMPLETED", nearby.output
+    assert f"{node.name}: removed container mpidock-{job_id}." in nearby.output
+    assert_nothing_left_podman(job)
+
+
+def _kill_container(job_id: str, node: Node) -> str:
+    """SIGKILL to the job's container on the node (its init, as `podman kill` would); its name."""
+    ((name, conmon),) = conmons(job_id, node).items()
+    for pid in children(conmon):
+        os.kill(pid, signal.SIGKILL)
+    return name
+
+
+@pytest.mark.usefixtures("registry_config")
+def test_the_podman_leader_container_killed_mid_run_stops_every_worker_within_20_s() -> None:
+    job_id = start_running_podman(SLEEPER)
+    assert "-leader-sim1" in _kill_container(job_id, NODES[0])
+    # Docker's bound is 10 s; a rootless container's removal alone takes seconds here.
+    until(lambda: not any(conmons(job_id, n) for n in NODES[1:]), 20, "workers gone")
+    job = wait(job_id, timeout=60, user=USER)
+    assert job.state == "FAILED", job.output
+    assert job.record()["exit_code"] != 0
+    assert_nothing_left_podman(job)
+
+
+@pytest.mark.usefixtures("registry_config")
+def test_the_podman_leader_entry_killed_mid_run_stops_every_worker_within_10_s() -> None:
+    uid = pwd.getpwnam(USER).pw_uid
+    job_id = start_running_podman(SLEEPER)
+    kill_entry(job_id, NODES[0])
+    until(lambda: not any(conmons(job_id, n) for n in NODES[1:]), 10, "workers gone")
+    job = wait(job_id, timeout=60, user=USER)
+    assert job.state == "FAILED", job.output
+    assert "the leader on sim1 is gone" in job.output
+    until(lambda: user_processes(uid) == [], 30, "nothing of the user's Podman running")
+    said = epilog_lines(job_id, NODES[0])
+    assert any(f"ended container mpidock-{job_id}." in line for line in said), said
+    assert as_user(["mpidock", "reap"], user=USER).returncode == 0  # the keys, if left
+    nearby = launch(
+        ["-N", "1", "-w", NODES[0].name],
+        ["--engine", "podman", "--image", "mpidock/openmpi"],
+        "true",
+        user=USER,
+    )
+    assert nearby.state == "COMPLETED", nearby.output
+    assert_nothing_left_podman(job)
+
+
+@pytest.mark.usefixtures("registry_config")
+def test_sigint_to_the_podman_leader_entry_reaches_the_ranks() -> None:
+    job_id = start_running_podman(RANK_TRAPS)
+    time.sleep(1)
+    kill_entry(job_id, NODES[0], signal.SIGINT)
+    assert until(ended(job_id), 20, "the job's end") < 20
+    job = wait(job_id, timeout=60, user=USER)
+    assert job.state == "FAILED", job.output
+    assert "sim1: SIGINT passed to mpirun; SIGKILL in 10 s" in job.output
+    assert "rank got" in job.output
     assert_nothing_left_podman(job)

@@ -99,6 +99,7 @@ def test_every_key_reports_where_it_came_from(
         "image_cleanup": "env MPIDOCK_IMAGE_CLEANUP", "mpi": "option --mpi",
         "ready_timeout": "option --ready-timeout", "grace": "default",
         "containerize_base": "default", "engine": "default", "podman_root": "default",
+        "host_mpi": "default", "podman_image_store": "default", "launch": "default",
     }  # fmt: skip
     assert cfg.files == ((site, True), (user, True))
 

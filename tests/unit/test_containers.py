@@ -6,10 +6,13 @@ from dataclasses import fields, replace
 from typing import Any
 
 import pytest
+from docker.errors import NotFound
 from docker.models.containers import _create_container_args
 from docker.types import DeviceRequest, Ulimit
+from requests.exceptions import ReadTimeout
 
-from launcher.containers import docker_kwargs, fit_engine
+from launcher.containers import docker_kwargs, fit_engine, start
+from launcher.errors import NodeFailed
 from launcher.plan import ContainerSpec
 
 SPEC = ContainerSpec(
@@ -41,7 +44,8 @@ DEVICES = replace(
 # docker-py's create() arguments that are not ContainerSpec fields.
 FIXED = {"detach": True, "stdin_open": False, "tty": False}
 # Fields docker-py knows by another name; readonly is carried by the mounts themselves.
-RENAMED = {"gpu_ids": "device_requests", "readonly": None}
+# gpu_files: the GPUs again as device files, for an engine without device requests (Podman).
+RENAMED = {"gpu_ids": "device_requests", "gpu_files": None, "readonly": None}
 DEVICE_KWARGS = {"devices", "device_requests", "ulimits"}
 LIMIT_KWARGS = {"cpuset_cpus", "mem_limit", "memswap_limit", "pids_limit", "cgroup_parent"}
 
@@ -173,3 +177,35 @@ def test_a_cgroup_parent_only_on_an_engine_that_takes_a_path(driver: str, parent
     fitted = fit_engine(DEVICES, driver)
     assert fitted.cgroup_parent == parent
     assert replace(fitted, cgroup_parent=DEVICES.cgroup_parent) == DEVICES
+
+
+class _Stuck:
+    """A container whose engine never answers its start (a runtime stuck in its init)."""
+
+    def start(self) -> None:
+        raise ReadTimeout("Read timed out. (read timeout=60)")
+
+    def remove(self, force: bool = False) -> None:
+        raise ReadTimeout("Read timed out. (read timeout=60)")
+
+
+class _Client:
+    """Only what containers.start calls, for the stuck case (no engine hangs on demand)."""
+
+    def __init__(self) -> None:
+        self.containers = self
+        self.made = _Stuck()
+
+    def get(self, name: str) -> None:
+        raise NotFound(name)
+
+    def create(self, **_: Any) -> _Stuck:
+        return self.made
+
+
+def test_an_engine_that_does_not_answer_a_start_is_one_line_naming_the_node() -> None:
+    with pytest.raises(NodeFailed) as info:
+        start(_Client(), SPEC, "sim1")  # type: ignore[arg-type]
+    assert info.value.node == "sim1"
+    assert "cannot start container mpidock-42-worker-sim2: Read timed out" in info.value.message
+    assert "did not answer" in info.value.hint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,14 @@ def test_service_argv_and_config_are_rootless_and_keep_the_id(tmp_path: Path) ->
 def test_default_storage_is_node_local_and_per_user() -> None:
     assert "{uid}" in Settings().podman_root
     assert storage.expand("/scratch/pod", 1500, "ada", "sim2") == "/scratch/pod/sim2"
+
+
+def test_a_killed_jobs_socket_and_log_are_found_and_a_live_ones_kept(tmp_path: Path) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    layout = storage.Layout(tmp_path)
+    for pid in (ended.pid, os.getpid()):
+        layout.socket(pid).touch()
+        layout.log(pid).touch()
+    (tmp_path / "api-x.sock").touch()  # not ours to judge
+    assert layout.stale() == sorted([layout.socket(ended.pid), layout.log(ended.pid)])

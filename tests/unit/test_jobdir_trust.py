@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from launcher import jobdir, jobfiles, readiness, worker
-from launcher.errors import JobDirError, JobDirExists, NodeFailed
+from launcher.errors import JobDirError, JobDirExists, NodeFailed, WorkerFailed
 from launcher.keys import known_hosts_for, ssh_config
 from launcher.plan import LaunchPlan, Options, build_plan
 from launcher.slurm import SlurmEnv
@@ -206,6 +206,27 @@ def test_the_leader_reads_each_workers_port() -> None:
     for bad in ({}, {"port": "20417"}, {"port": 80}, {"port": True}):
         with pytest.raises(NodeFailed, match="no valid port"):
             readiness.port_of("sim2", bad)
+
+
+def test_failures_are_found_from_one_listing_and_read_as_trusted(job: jobdir.JobDir) -> None:
+    nodes = ("sim2", "sim3")
+    readiness.raise_failures(job, nodes)  # nothing reported yet
+    jobfiles.write_file(job.failed_file("sim3"), '{"error": "no sshd", "hint": "h"}', 0o600)
+    assert readiness.listing(job) >= {"failed.sim3", "authorized_keys"}
+    with pytest.raises(WorkerFailed, match="worker failed: no sshd") as failed:
+        readiness.raise_failures(job, nodes)
+    assert failed.value.node == "sim3"
+    # a listing taken before the report came shows none yet; the next look's does
+    readiness.raise_failures(job, nodes, frozenset())
+    job.failed_file("sim2").symlink_to(job.path / "planted")  # listed, still lstat-checked
+    with pytest.raises(JobDirError):
+        readiness.raise_failures(job, ("sim2",))
+
+
+def test_a_job_directory_gone_lists_as_empty(tmp_path: Path) -> None:
+    gone = jobdir.JobDir(tmp_path / "gone")
+    assert readiness.listing(gone) == frozenset()
+    readiness.raise_failures(gone, ("sim2",))
 
 
 def test_client_files_name_each_nodes_own_port() -> None:

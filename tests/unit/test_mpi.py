@@ -47,6 +47,13 @@ MPICH5_TEXT = """HYDRA build details:
 """
 
 
+# `mpirun --version` of mpidock/intelmpi (impi-rt 2021.18.1): mpirun is Intel's shell
+# script, which runs mpiexec.hydra.
+INTEL_TEXT = """Intel(R) MPI Library for Linux* OS, Version 2021.18.1 Build 20260626 (id: b44796a)
+Copyright 2003-2026, Intel Corporation.
+"""
+
+
 @pytest.mark.parametrize(
     ("text", "flavor", "version"),
     [
@@ -74,6 +81,7 @@ MPICH5_TEXT = """HYDRA build details:
             "intel",
             "2021.10",
         ),
+        (INTEL_TEXT, "intel", "2021.18.1"),
         ("mpiexec (Open MPI)\n", "openmpi", ""),
     ],
 )
@@ -207,16 +215,18 @@ def test_mpich5_is_launched_as_mpich4() -> None:
 def test_intel_everything() -> None:
     full = launch(
         MpiFlavor.INTEL, version="2021.10", network=NET, env_set=(("OMP_NUM_THREADS", "2"),),
-        env_forward=("CASE",), extra_args=("-ppn", "2"),
+        env_forward=("CASE",), extra_args=("-l",),
     )  # fmt: skip
     assert mpirun_argv(full) == [
         "mpiexec", "-bootstrap", "ssh", "-bootstrap-exec", WRAPPER,
-        "-hosts", "sim1:2,sim2:2,sim3:1", "-n", "5",
-        "-iface", "eth0", "-genv", "FI_TCP_IFACE", "eth0",
+        "-hosts", "sim1,sim1,sim2,sim2,sim3", "-ppn", "1", "-n", "5",
+        "-iface", "eth0",
         "-genv", "I_MPI_FABRICS", "shm:ofi",
+        "-genv", "FI_PROVIDER", "tcp",
+        "-genv", "FI_TCP_IFACE", "eth0",
         "-genv", "OMP_NUM_THREADS", "2",
         "-genvlist", "CASE",
-        "-ppn", "2",
+        "-l",
         "./solver", "in.cfg",
     ]  # fmt: skip
 
@@ -224,9 +234,36 @@ def test_intel_everything() -> None:
 def test_intel_without_a_network_leaves_the_fabric_to_intel_mpi() -> None:
     assert mpirun_argv(launch(MpiFlavor.INTEL)) == [
         "mpiexec", "-bootstrap", "ssh", "-bootstrap-exec", WRAPPER,
-        "-hosts", "sim1:2,sim2:2,sim3:1", "-n", "5",
+        "-hosts", "sim1,sim1,sim2,sim2,sim3", "-ppn", "1", "-n", "5",
         "./solver", "in.cfg",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("slots", "hosts", "ppn"),
+    [
+        ((2, 2, 2), "sim1,sim2,sim3", "2"),  # even: each node named once
+        ((1, 1, 1), "sim1,sim2,sim3", "1"),
+        ((4, 2, 6), "sim1,sim1,sim2,sim3,sim3,sim3", "2"),  # uneven: by their divisor
+        ((3, 1), "sim1,sim1,sim1,sim2", "1"),
+        ((8,), "sim1", "8"),
+    ],
+)
+def test_intel_places_every_nodes_slots(slots: tuple[int, ...], hosts: str, ppn: str) -> None:
+    # Intel's -hosts takes no `node:N` counts: -ppn ranks go to each name, and a node
+    # named again in a row gets them in the same proxy.
+    nodes = tuple(NodeSlots(f"sim{i + 1}", n) for i, n in enumerate(slots))
+    argv = mpirun_argv(launch(MpiFlavor.INTEL, hosts=nodes))
+    at = argv.index("-hosts")
+    assert argv[at : at + 6] == ["-hosts", hosts, "-ppn", ppn, "-n", str(sum(slots))]
+    assert ":" not in hosts
+
+
+def test_intel_takes_the_interface_never_docker0_of_its_own_choice() -> None:
+    argv = mpirun_argv(launch(MpiFlavor.INTEL, network=Network("ib0", "10.1.0.0/16")))
+    assert argv[argv.index("-iface") + 1] == "ib0"
+    assert argv[argv.index("FI_TCP_IFACE") + 1] == "ib0"
+    assert "docker0" not in argv
 
 
 # --- a job script's own mpirun ------------------------------------------------------------
@@ -278,13 +315,28 @@ def test_script_env_mpich() -> None:
 
 
 def test_script_env_intel() -> None:
+    # Uneven slots: Intel's host file ignores the counts, so no I_MPI_PERHOST either (the
+    # script passes -machinefile "$I_MPI_HYDRA_HOST_FILE" for them).
     assert script_env(launch(MpiFlavor.INTEL, network=NET), HOSTFILE) == [
         ("I_MPI_HYDRA_HOST_FILE", HOSTFILE),
         ("I_MPI_HYDRA_BOOTSTRAP", "ssh"),
         ("I_MPI_HYDRA_BOOTSTRAP_EXEC", WRAPPER),
         ("I_MPI_HYDRA_IFACE", "eth0"),
-        ("FI_TCP_IFACE", "eth0"),
         ("I_MPI_FABRICS", "shm:ofi"),
+        ("FI_PROVIDER", "tcp"),
+        ("FI_TCP_IFACE", "eth0"),
+    ]
+
+
+def test_script_env_intel_even_slots_per_host() -> None:
+    even = (NodeSlots("sim1", 2), NodeSlots("sim2", 2))
+    env = script_env(launch(MpiFlavor.INTEL, hosts=even, env_set=(("X", "1"),)), HOSTFILE)
+    assert env == [
+        ("I_MPI_HYDRA_HOST_FILE", HOSTFILE),
+        ("I_MPI_HYDRA_BOOTSTRAP", "ssh"),
+        ("I_MPI_HYDRA_BOOTSTRAP_EXEC", WRAPPER),
+        ("I_MPI_PERHOST", "2"),
+        ("X", "1"),
     ]
 
 

@@ -93,3 +93,11 @@ def test_a_record_without_leader_or_numbers_shows_what_it_has(
     assert capsys.readouterr().out.splitlines()[1].split() == [
         "42", "-", "-", "lab/cfd:2.1", "0", "-",
     ]  # fmt: skip
+
+
+def test_a_direct_launch_record_names_its_mode() -> None:
+    direct = {k: v for k, v in RECORD.items() if k not in ("mpi", "workers")}
+    assert job_table(direct | {"launch": "pmix"}).splitlines()[0] == (
+        "job 42: lab/cfd:2.1 (pmix launch), exit 0"
+    )
+    assert job_table(direct).splitlines()[0] == "job 42: lab/cfd:2.1 (MPI unknown), exit 0"

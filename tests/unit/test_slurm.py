@@ -9,7 +9,9 @@ from launcher.slurm import (
     NodeSlots,
     SlurmEnv,
     expand_nodelist,
+    job_over,
     job_port,
+    job_state_in,
     parse_counts,
     slots_per_node,
 )
@@ -282,3 +284,28 @@ def test_job_port_rejects_ranges(low: int, high: int) -> None:
 def test_job_port_rejects_ids(job_id: str) -> None:
     with pytest.raises(UsageError, match="job id"):
         job_port(job_id, 20000, 29999)
+
+
+@pytest.mark.parametrize(
+    ("state", "over"),
+    [
+        ("RUNNING", False),
+        ("COMPLETING", False),
+        ("SIGNALING", False),  # the time limit's signals going out; TIMEOUT comes next
+        ("STAGE_OUT", False),
+        ("SUSPENDED", False),
+        ("REQUEUED", False),
+        ("TIMEOUT", True),
+        ("OUT_OF_MEMORY", True),
+        ("CANCELLED", True),
+        ("UNKNOWN", True),  # slurmctld no longer holds the id
+    ],
+)
+def test_job_over(state: str, over: bool) -> None:
+    assert job_over(state) is over
+
+
+def test_job_state_in_scontrol_output() -> None:
+    shown = "JobId=7 JobName=wrap\n   JobState=SIGNALING Reason=None Dependency=(null)\n"
+    assert job_state_in(shown) == "SIGNALING"
+    assert job_state_in("slurm_load_jobs error: Invalid job id specified") == "UNKNOWN"

@@ -56,6 +56,22 @@ def test_a_command_becomes_one_quoted_srun_line() -> None:
     ]  # fmt: skip
 
 
+def test_a_direct_launch_asks_srun_for_slurms_pmi_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = prepare_submission(["-N", "2", "--image", "lab/cfd", "--launch", "pmix", "--", "./a"])
+    assert shlex.split(plan.wrap)[:4] == ["srun", "--mpi=pmix", "mpidock", "slurm-entry"]
+    assert "--launch" in shlex.split(plan.wrap)
+    job = tmp_path / "job.sh"
+    job.write_text("#!/bin/sh\n#MPIDOCK --image lab/cfd --launch pmi2\nmpirun ./a\n")
+    with pytest.raises(UsageError, match="not a job script's mpirun"):
+        prepare_submission([str(job)])
+    monkeypatch.setenv("MPIDOCK_LAUNCH", "pmix")  # the configuration's choice counts too
+    assert shlex.split(prepare_submission(["--image", "x", "--", "./a"]).wrap)[1] == "--mpi=pmix"
+    monkeypatch.delenv("MPIDOCK_LAUNCH")
+    assert shlex.split(prepare_submission(["--image", "x", "--", "./a"]).wrap)[1] == "mpidock"
+
+
 def test_a_template_gives_defaults_the_command_line_overrides() -> None:
     plan = prepare_submission(["--template", "cfd", "-N", "2", "--", "./solver"])
     assert plan.image == "lab/cfd:2.1"
@@ -178,3 +194,13 @@ def test_follow_stops_at_the_limit_and_says_the_job_goes_on(
 def test_follow_within_the_limit_gives_the_jobs_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert follow("78", WaitLimit(3600.0, "1h"), lambda _: ("FAILED", 7)) == 7
     assert capsys.readouterr().err == "mpidock: job 78 FAILED, exit code 7\n"
+
+
+def test_follow_waits_through_the_brief_states_before_the_end(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the time limit's signals go out while the job reads SIGNALING; TIMEOUT comes after
+    monkeypatch.setattr("launcher.submit.POLL", 0.0)
+    states = iter([("RUNNING", 0), ("SIGNALING", 0), ("STAGE_OUT", 0), ("TIMEOUT", 0)])
+    assert follow("79", None, lambda _: next(states)) == 1
+    assert capsys.readouterr().err == "mpidock: job 79 TIMEOUT, exit code 0\n"

@@ -1,0 +1,79 @@
+"""The worker's wait for the end of a job: how often it looks at the shared job directory
+and the engine, and what wakes it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from launcher import worker
+from launcher.errors import NodeFailed
+from launcher.jobdir import JobDir
+from launcher.signals import Inbox
+
+
+class Sshd:
+    """A container as docker-py shows it, counting each time the worker asks about it."""
+
+    def __init__(self, status: str = "running") -> None:
+        self.asked = 0
+        self.attrs: dict[str, Any] = {"State": {"Status": status, "ExitCode": 0}}
+        self.id = "c0ffee"
+        self.client = SimpleNamespace(api=SimpleNamespace(events=lambda **_: iter(())))
+
+    def reload(self) -> None:
+        self.asked += 1
+
+    def logs(self, tail: int) -> bytes:
+        return b"sshd: exited"
+
+
+def _plan(tmp_path: Path) -> Any:
+    job = JobDir(tmp_path / "job")
+    job.path.mkdir()
+    job.heartbeat.write_text("")
+    leader = SimpleNamespace(node="sim1")
+    return SimpleNamespace(job=job, grace=1.0, node="sim2", nodes=(leader,))
+
+
+def _waiting(plan: Any, sshd: Sshd, inbox: Inbox) -> threading.Thread:
+    args = (plan, cast(Any, sshd), inbox)
+    waiter = threading.Thread(target=worker._wait_end, args=args, daemon=True)
+    waiter.start()
+    return waiter
+
+
+def test_a_long_job_is_looked_at_rarely_and_a_signal_wakes_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "FAST_FOR", 0.0)
+    monkeypatch.setattr(worker, "IDLE_POLL", 60.0)
+    plan, sshd, inbox = _plan(tmp_path), Sshd(), Inbox()
+    waiter = _waiting(plan, sshd, inbox)
+    time.sleep(1.0)
+    plan.job.stop_file.write_text("")  # the leader ends the job; nobody looks for a minute
+    assert waiter.is_alive()
+    assert sshd.asked == 1
+    inbox.stop.set()  # a signal: the worker looks at once, sees the end and returns
+    waiter.join(10)
+    assert not waiter.is_alive()
+
+
+def test_a_starting_job_is_looked_at_often(tmp_path: Path) -> None:
+    plan, sshd, inbox = _plan(tmp_path), Sshd(), Inbox()
+    waiter = _waiting(plan, sshd, inbox)
+    time.sleep(1.0)
+    plan.job.stop_file.write_text("")
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert sshd.asked >= 2  # every CHECK_EVERY (0.2 s) while it starts
+
+
+def test_a_dead_sshd_fails_the_node(tmp_path: Path) -> None:
+    with pytest.raises(NodeFailed, match=r"sshd container exited \(exit 0\): sshd: exited"):
+        worker._wait_end(_plan(tmp_path), cast(Any, Sshd("exited")), Inbox())
