@@ -164,7 +164,12 @@ def exit_info(container: Container) -> tuple[str, int]:
 def out_of_memory(container: Container) -> bool:
     """Whether the kernel killed a process of the container for memory, as far as Docker
     said at the last reload (exit_info): State.OOMKilled, set when the container ends,
-    else an "oom" event of the running container (a rank killed while sshd lives on)."""
+    else an "oom" event of the running container (a rank killed while sshd lives on).
+
+    The events are asked for up to the last whole second: an `until` in the future makes
+    the engine hold the answer open until then (up to 2 s a call), which delayed every
+    check of a running container; an event of this second is seen by the next check.
+    """
     state = container.attrs.get("State") or {}
     if state.get("OOMKilled"):
         return True
@@ -173,7 +178,7 @@ def out_of_memory(container: Container) -> bool:
     try:
         events = container.client.api.events(
             since=_epoch(state.get("StartedAt", "")),
-            until=int(time.time()) + 1,
+            until=int(time.time()),
             filters={"container": container.id, "event": "oom"},
             decode=True,
         )

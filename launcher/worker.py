@@ -224,38 +224,44 @@ def _wait_job_dir(plan: LaunchPlan, inbox: Inbox) -> None:
 def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
     """Block until the leader ends the job.
 
-    The job directory is looked at every POLL seconds while the job starts, then every
-    IDLE_POLL (a signal still wakes the wait at once): a long job on 1,024 nodes stats the
-    shared directory a few thousand times a second, not tens of thousands. A stop signal
-    leaves the container up for the leader's grace period, so ranks on this node see
-    mpirun's SIGTERM rather than a vanished sshd.
+    The shared job directory (the stop file, the leader's heartbeat) is looked at every
+    POLL seconds while the job starts, then every IDLE_POLL: a long job on 1,024 nodes stats
+    it a few thousand times a second, not tens of thousands. The node's own engine is asked
+    every CHECK_EVERY whether sshd and the ranks live, so a dead container is reported
+    before mpirun's lost connection is taken for the cause. A signal wakes the wait at
+    once; a stop signal leaves the container up for the leader's grace period, so ranks
+    on this node see mpirun's SIGTERM rather than a vanished sshd.
 
     Raises:
         NodeFailed: the container died, or the leader is gone (its keys are removed too).
     """
     leader = Watch(plan.job.heartbeat, LEADER_SILENCE)
     stop_by: float | None = None
-    started = next_check = time.monotonic()
+    started = next_look = next_check = time.monotonic()
     while True:
-        if plan.job.stop_file.exists() or not plan.job.path.exists():
-            return
         now = time.monotonic()
-        if inbox.stop.is_set():
-            stop_by = stop_by or now + plan.grace + STOP_SLACK
-            if now > stop_by:
+        if inbox.stop.is_set() and stop_by is None:
+            stop_by, next_look = now + plan.grace + STOP_SLACK, now
+        if stop_by is not None and now > stop_by:
+            return
+        if now >= next_look:
+            if plan.job.stop_file.exists() or not plan.job.path.exists():
                 return
+            _check_leader(plan, leader)
+            fast = stop_by is not None or now - started < FAST_FOR
+            next_look = now + (POLL if fast else IDLE_POLL)
         if now >= next_check:
+            _check_container(plan, container)
             next_check = now + CHECK_EVERY
-            _check_alive(plan, container, leader)
-        if now - started > FAST_FOR and not inbox.stop.is_set():
-            inbox.stop.wait(IDLE_POLL)
+        wake = max(0.0, min(next_look, next_check) - time.monotonic())
+        if stop_by is None:
+            inbox.stop.wait(wake)
         else:
-            time.sleep(POLL)
+            time.sleep(wake)
 
 
-def _check_alive(plan: LaunchPlan, container: Container, leader: Watch) -> None:
-    """Raises NodeFailed when this node's sshd container or a rank in it died, or the
-    leader has gone silent (the job's keys are removed then)."""
+def _check_container(plan: LaunchPlan, container: Container) -> None:
+    """Raises NodeFailed when this node's sshd container, or a rank in it, died."""
     status, code = containers.exit_info(container)
     status = "running" if status == "paused" else status  # a suspended job's, thawing
     oom = containers.oom_reason(container)  # a rank killed while sshd lives on, too
@@ -263,6 +269,10 @@ def _check_alive(plan: LaunchPlan, container: Container, leader: Watch) -> None:
         what = f"sshd container {status} (exit {code})" if status != "running" else "a rank died"
         reason = f"{what}{oom}: {containers.tail(container)}"
         raise NodeFailed(reason, node=plan.node)
+
+
+def _check_leader(plan: LaunchPlan, leader: Watch) -> None:
+    """Raises NodeFailed when the leader has gone silent; the job's keys are removed."""
     if leader.silent():
         _remove_keys(plan)
         raise NodeFailed(

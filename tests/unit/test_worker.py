@@ -48,7 +48,7 @@ def _waiting(plan: Any, sshd: Sshd, inbox: Inbox) -> threading.Thread:
     return waiter
 
 
-def test_a_long_job_is_looked_at_rarely_and_a_signal_wakes_the_wait(
+def test_a_long_job_s_directory_is_looked_at_rarely_and_a_signal_wakes_the_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(worker, "FAST_FOR", 0.0)
@@ -58,7 +58,7 @@ def test_a_long_job_is_looked_at_rarely_and_a_signal_wakes_the_wait(
     time.sleep(1.0)
     plan.job.stop_file.write_text("")  # the leader ends the job; nobody looks for a minute
     assert waiter.is_alive()
-    assert sshd.asked == 1
+    assert sshd.asked >= 3  # the node's own engine is still asked every CHECK_EVERY (0.2 s)
     inbox.stop.set()  # a signal: the worker looks at once, sees the end and returns
     waiter.join(10)
     assert not waiter.is_alive()
@@ -77,3 +77,26 @@ def test_a_starting_job_is_looked_at_often(tmp_path: Path) -> None:
 def test_a_dead_sshd_fails_the_node(tmp_path: Path) -> None:
     with pytest.raises(NodeFailed, match=r"sshd container exited \(exit 0\): sshd: exited"):
         worker._wait_end(_plan(tmp_path), cast(Any, Sshd("exited")), Inbox())
+
+
+def test_a_container_dying_in_a_long_job_is_found_within_a_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "FAST_FOR", 0.0)
+    monkeypatch.setattr(worker, "IDLE_POLL", 60.0)
+    plan, sshd, failures = _plan(tmp_path), Sshd(), list[NodeFailed]()
+
+    def wait() -> None:
+        try:
+            worker._wait_end(plan, cast(Any, sshd), Inbox())
+        except NodeFailed as e:
+            failures.append(e)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    time.sleep(0.5)
+    sshd.attrs["State"] = {"Status": "exited", "ExitCode": 137}
+    killed = time.monotonic()
+    waiter.join(10)
+    assert time.monotonic() - killed < 2.0  # CHECK_EVERY, not the directory's IDLE_POLL
+    assert [e.message for e in failures] == ["sshd container exited (exit 137): sshd: exited"]
