@@ -106,12 +106,14 @@ def raise_failures(
     """Raises WorkerFailed for the first worker that reported a failure.
 
     Args:
-        present: the job directory's listing, when the caller has one; else it is read.
+        present: the job directory's listing, when the caller has one; else it is read
+            for many nodes, while one node's report is simply opened (one call either way).
     """
-    present = listing(job) if present is None else present
+    if present is None and len(nodes) > 1:
+        present = listing(job)
     for node in nodes:
         path = job.failed_file(node)
-        report = read_report(path) if path.name in present else None
+        report = read_report(path) if present is None or path.name in present else None
         if report:
             reason = report.get("error", "no reason given")
             hint, at = report.get("hint", ""), report.get("at")
