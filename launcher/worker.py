@@ -34,6 +34,7 @@ POLL = 0.05  # the job directory: a stat per look, while the job starts
 IDLE_POLL = 0.5  # ...and once it has run FAST_FOR seconds: a long job's shared-FS load
 FAST_FOR = 5.0
 CHECK_EVERY = 0.2  # seconds between asking the engine whether sshd still runs
+OOM_EVERY = 1.0  # ...and whether a rank was killed for memory (its events: whole seconds)
 SSHD_LISTEN = 30.0  # seconds a started sshd has to listen on the job's port
 PORT_TRIES = 3  # sshd starts, each on another port, when the chosen one is taken meanwhile
 PORT_SCAN = 200  # ports looked at, from the step's preferred one on, for a free one
@@ -237,7 +238,7 @@ def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
     """
     leader = Watch(plan.job.heartbeat, LEADER_SILENCE)
     stop_by: float | None = None
-    started = next_look = next_check = time.monotonic()
+    started = next_look = next_check = next_oom = time.monotonic()
     while True:
         now = time.monotonic()
         if inbox.stop.is_set() and stop_by is None:
@@ -251,8 +252,11 @@ def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
             fast = stop_by is not None or now - started < FAST_FOR
             next_look = now + (POLL if fast else IDLE_POLL)
         if now >= next_check:
-            _check_container(plan, container)
+            ask_oom = now >= next_oom
+            _check_container(plan, container, oom=ask_oom)
             next_check = now + CHECK_EVERY
+            if ask_oom:
+                next_oom = now + OOM_EVERY
         wake = max(0.0, min(next_look, next_check) - time.monotonic())
         if stop_by is None:
             inbox.stop.wait(wake)
@@ -260,14 +264,20 @@ def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:
             time.sleep(wake)
 
 
-def _check_container(plan: LaunchPlan, container: Container) -> None:
-    """Raises NodeFailed when this node's sshd container, or a rank in it, died."""
+def _check_container(plan: LaunchPlan, container: Container, *, oom: bool = True) -> None:
+    """Raises NodeFailed when this node's sshd container, or a rank in it, died.
+
+    Args:
+        oom: whether to ask the engine's events for a rank killed for memory while sshd
+            lives on (an exited container says so itself, asked or not).
+    """
     status, code = containers.exit_info(container)
     status = "running" if status == "paused" else status  # a suspended job's, thawing
-    oom = containers.oom_reason(container)  # a rank killed while sshd lives on, too
-    if status != "running" or oom:
+    ask = oom or status != "running"
+    oom_said = containers.oom_reason(container) if ask else ""
+    if status != "running" or oom_said:
         what = f"sshd container {status} (exit {code})" if status != "running" else "a rank died"
-        reason = f"{what}{oom}: {containers.tail(container)}"
+        reason = f"{what}{oom_said}: {containers.tail(container)}"
         raise NodeFailed(reason, node=plan.node)
 
 

@@ -21,10 +21,14 @@ class Sshd:
     """A container as docker-py shows it, counting each time the worker asks about it."""
 
     def __init__(self, status: str = "running") -> None:
-        self.asked = 0
+        self.asked = self.events_asked = 0
         self.attrs: dict[str, Any] = {"State": {"Status": status, "ExitCode": 0}}
         self.id = "c0ffee"
-        self.client = SimpleNamespace(api=SimpleNamespace(events=lambda **_: iter(())))
+        self.client = SimpleNamespace(api=SimpleNamespace(events=self._events))
+
+    def _events(self, **_: Any) -> Any:
+        self.events_asked += 1
+        return iter(())
 
     def reload(self) -> None:
         self.asked += 1
@@ -59,6 +63,7 @@ def test_a_long_job_s_directory_is_looked_at_rarely_and_a_signal_wakes_the_wait(
     plan.job.stop_file.write_text("")  # the leader ends the job; nobody looks for a minute
     assert waiter.is_alive()
     assert sshd.asked >= 3  # the node's own engine is still asked every CHECK_EVERY (0.2 s)
+    assert 1 <= sshd.events_asked <= 2  # for a rank killed for memory: once a second
     inbox.stop.set()  # a signal: the worker looks at once, sees the end and returns
     waiter.join(10)
     assert not waiter.is_alive()
