@@ -151,14 +151,22 @@ def of_step(client: docker.DockerClient, job_id: str, node: str, step: str = "")
     return [c for c in found if c.labels.get(step_label, "") == step]
 
 
+ENDED_AS = {"stopped": "exited"}  # Podman: processes ended, its cleanup not yet run
+
+
 def exit_info(container: Container) -> tuple[str, int]:
-    """(status, exit code) as Docker reports them now; ('gone', -1) when removed."""
+    """(status, exit code) as the engine reports them now; ('gone', -1) when removed.
+
+    A container whose processes ended is "exited" whatever the engine: Podman says
+    "stopped" until its cleanup has run, Docker has no such state.
+    """
     try:
         container.reload()
     except NotFound:
         return "gone", -1
     state = container.attrs.get("State", {})
-    return str(state.get("Status", "unknown")), int(state.get("ExitCode", -1))
+    status = str(state.get("Status", "unknown"))
+    return ENDED_AS.get(status, status), int(state.get("ExitCode", -1))
 
 
 def out_of_memory(container: Container) -> bool:

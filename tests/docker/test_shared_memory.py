@@ -23,6 +23,9 @@ SPEC = ContainerSpec(
 )  # fmt: skip
 
 
+RUNS = 3
+
+
 def run(client: docker.DockerClient, spec: ContainerSpec) -> str:
     container = client.containers.create(
         **docker_kwargs(replace(spec, name=f"mpidock-test-shm-{secrets.token_hex(3)}"))
@@ -44,12 +47,24 @@ def curve(text: str) -> dict[int, float]:
 def test_single_copy_works_and_is_what_makes_large_messages_fast(
     client: docker.DockerClient,
 ) -> None:
-    with_settings = run(client, SPEC)
-    assert "Read -1" not in with_settings  # CMA's process_vm_readv refused: EPERM
-    without = run(client, replace(SPEC, cap_add=(), shm_size="64m"))
-    assert "Read -1" in without
-    fast, slow = curve(with_settings), curve(without)
+    without_settings = replace(SPEC, cap_add=(), shm_size="64m")
+    fast, slow = best_of(client, SPEC, RUNS), best_of(client, without_settings, RUNS)
     # Single copy matters from 64 KiB up (measured here: 2.3 to 9 times the bandwidth);
     # the median over those sizes keeps one noisy size from deciding.
     gains = [fast[size] / slow[size] for size in fast if size >= 65536]
     assert statistics.median(gains) > 1.5, gains
+
+
+def best_of(client: docker.DockerClient, spec: ContainerSpec, runs: int) -> dict[int, float]:
+    """The best bandwidth at each size over several runs (OSU's peak): on two shared
+    cores one run's two ranks can lose the CPU to anything else, with or without CMA,
+    and a single pair of runs once measured single copy slower than two copies."""
+    best: dict[int, float] = {}
+    for _ in range(runs):
+        text = run(client, spec)
+        cma = spec.cap_add != ()
+        # CMA's process_vm_readv refused (EPERM) exactly when the settings are missing.
+        assert ("Read -1" in text) != cma, text[-2000:]
+        for size, mbps in curve(text).items():
+            best[size] = max(best.get(size, 0.0), mbps)
+    return best

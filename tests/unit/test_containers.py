@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from docker.errors import NotFound
@@ -11,7 +11,7 @@ from docker.models.containers import _create_container_args
 from docker.types import DeviceRequest, Ulimit
 from requests.exceptions import ReadTimeout
 
-from launcher.containers import docker_kwargs, fit_engine, start
+from launcher.containers import docker_kwargs, exit_info, fit_engine, start
 from launcher.errors import NodeFailed
 from launcher.plan import ContainerSpec
 
@@ -209,3 +209,31 @@ def test_an_engine_that_does_not_answer_a_start_is_one_line_naming_the_node() ->
     assert info.value.node == "sim1"
     assert "cannot start container mpidock-42-worker-sim2: Read timed out" in info.value.message
     assert "did not answer" in info.value.hint
+
+
+class _Reported:
+    """A container whose engine reports this state at each reload."""
+
+    def __init__(self, state: dict[str, Any] | None) -> None:
+        self.state = state
+        self.attrs: dict[str, Any] = {}
+
+    def reload(self) -> None:
+        if self.state is None:
+            raise NotFound("gone")
+        self.attrs = {"State": self.state}
+
+
+@pytest.mark.parametrize(
+    ("state", "seen"),
+    [
+        ({"Status": "running", "ExitCode": 0}, ("running", 0)),
+        ({"Status": "exited", "ExitCode": 137}, ("exited", 137)),
+        ({"Status": "stopped", "ExitCode": 137}, ("exited", 137)),  # Podman before cleanup
+        (None, ("gone", -1)),
+    ],
+)
+def test_an_ended_container_is_exited_whatever_the_engine(
+    state: dict[str, Any] | None, seen: tuple[str, int]
+) -> None:
+    assert exit_info(cast(Any, _Reported(state))) == seen
