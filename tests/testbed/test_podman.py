@@ -199,7 +199,10 @@ def test_the_podman_leader_entry_killed_mid_run_stops_every_worker_within_10_s()
     assert "the leader on sim1 is gone" in job.output
     until(lambda: user_processes(uid) == [], 30, "nothing of the user's Podman running")
     said = epilog_lines(job_id, NODES[0])
-    assert any(f"ended container mpidock-{job_id}." in line for line in said), said
+    # mpirun in the leader's container ends by itself once the workers' sshd containers
+    # are gone, mostly before the Epilog runs; when it has not, the Epilog ends it.
+    ended = (f"ended container mpidock-{job_id}.", f"job {job_id}: nothing to remove")
+    assert any(mark in line for line in said for mark in ended), said
     assert as_user(["mpidock", "reap"], user=USER).returncode == 0  # the keys, if left
     nearby = launch(
         ["-N", "1", "-w", NODES[0].name],
