@@ -49,7 +49,9 @@ def test_every_process_of_the_tree_stops_and_continues(family: subprocess.Popen[
     _until(lambda: all(_state(p) in ("T", "Z") for p in members))
     time.sleep(0.2)  # a forking loop that escaped would show a new, running member now
     assert stopping.tree(family.pid) == members
-    assert stopping.continue_tree(family.pid) == len(members)
+    held = [p for p in members if _state(p) == "T"]
+    # Parents are continued first: the loop's shell may reap its zombie before it is reached.
+    assert len(held) <= stopping.continue_tree(family.pid) <= len(members)
     _until(lambda: all(_state(p) != "T" for p in stopping.tree(family.pid)))
 
 
