@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from launcher.errors import CommandFailed, LauncherError
 
@@ -53,4 +55,19 @@ def succeeds(argv: Sequence[str], *, timeout: float = 30.0) -> bool:
     try:
         return run(argv, timeout=timeout, check=False).returncode == 0
     except LauncherError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    """True while process pid exists and is not a zombie (ended, not yet reaped); a
+    process of another user counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False

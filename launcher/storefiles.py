@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from launcher import proc
 from launcher.errors import ImageError
 from launcher.jobfiles import file_kind
 
@@ -223,13 +224,7 @@ def _dead_here(holder: str) -> bool:
     host, _, pid = holder.strip().partition(" ")
     if host != socket.gethostname() or not pid.isdecimal():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not proc.alive(int(pid))
 
 
 def _wait_turn(path: Path, until: float, stop: threading.Event | None, who: str) -> None:

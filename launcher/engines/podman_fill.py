@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from launcher import storefiles
+from launcher import proc, storefiles
 from launcher.engines import storage
 from launcher.engines.podman_store import (
     DRIVER,
@@ -205,7 +205,7 @@ def remove_dead_staging(store: Path, podman: Podman, run: Run) -> None:
     prefix = f".staging-{socket.gethostname()}-"
     for path in store.glob(f"{prefix}*"):
         pid = path.name.removeprefix(prefix)
-        if pid.isdecimal() and not _alive(int(pid)):
+        if pid.isdecimal() and not proc.alive(int(pid)):
             remove_tree(path, podman, run)
 
 
@@ -214,16 +214,6 @@ def remove_tree(path: Path, podman: Podman, run: Run) -> None:
     user's subordinate IDs, which the user cannot remove from outside."""
     with contextlib.suppress(ImageError):
         run(podman.unshare("rm", "-rf", "--", str(path)), None)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def tree_size(path: Path) -> int:

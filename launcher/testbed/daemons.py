@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from launcher import proc
 from launcher.errors import TestbedError
 from launcher.testbed.layout import LOGS, STATE, Node
 
@@ -22,7 +23,7 @@ def spawn(argv: Sequence[str], log_name: str, *, user: str | None = None) -> int
     """Start argv detached from us, output appended to LOGS/log_name; return its pid."""
     LOGS.mkdir(parents=True, exist_ok=True)
     with open(LOGS / log_name, "ab") as out:
-        proc = subprocess.Popen(
+        child = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -31,7 +32,7 @@ def spawn(argv: Sequence[str], log_name: str, *, user: str | None = None) -> int
             user=user,
             cwd="/",  # not the caller's directory, which may be deleted while we run
         )
-    return proc.pid
+    return child.pid
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -74,9 +75,9 @@ def kill_pids(pids: Sequence[int], *, grace: float = 10.0) -> None:
     """SIGTERM, then SIGKILL what is still alive after grace seconds."""
     _signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(proc.alive(p) for p in pids):
         time.sleep(0.1)
-    _signal_all([p for p in pids if _alive(p)], signal.SIGKILL)
+    _signal_all([p for p in pids if proc.alive(p)], signal.SIGKILL)
 
 
 def node_exec_argv(node: Node, binds: Sequence[tuple[Path, str]], argv: Sequence[str]) -> list[str]:
@@ -96,20 +97,6 @@ def node_exec_argv(node: Node, binds: Sequence[tuple[Path, str]], argv: Sequence
         "unshare", "--mount", "--uts", "--propagation", "slave",
         "sh", "-c", script, "sh", node.name, *params, *argv,
     ]  # fmt: skip
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
