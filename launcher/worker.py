@@ -31,7 +31,7 @@ from launcher.signals import Inbox
 
 log = logging.getLogger(__name__)
 POLL = 0.05  # the job directory: a stat per look, while the job starts
-IDLE_POLL = 0.5  # ...and once it has run FAST_FOR seconds: a long job's shared-FS load
+IDLE_POLL = 0.5  # ...once it has waited or run FAST_FOR seconds: shared-FS load at scale
 FAST_FOR = 5.0
 CHECK_EVERY = 0.2  # seconds between asking the engine whether sshd still runs
 OOM_EVERY = 1.0  # ...and whether a rank was killed for memory (its events: whole seconds)
@@ -200,7 +200,8 @@ def _wait_job_dir(plan: LaunchPlan, inbox: Inbox) -> None:
         JobDirError: the user's directory or the job directory is not the user's own.
         NodeFailed, NodeTimeout: a stop signal, or no job directory in time.
     """
-    job, deadline = plan.job, time.monotonic() + plan.ready_timeout
+    job, started = plan.job, time.monotonic()
+    deadline = started + plan.ready_timeout
     # Made here too, so that a directory someone else made in its place fails every
     # node at once, not at the deadline.
     jobdir.ensure_user_dir(job.path.parent)
@@ -219,7 +220,8 @@ def _wait_job_dir(plan: LaunchPlan, inbox: Inbox) -> None:
                 f"the leader never created {plan.job.path}",
                 hint="is the job's home directory shared by every node?",
             )
-        time.sleep(POLL)
+        # A leader slow to start (its own image, a busy node) is looked for less often.
+        inbox.stop.wait(POLL if time.monotonic() - started < FAST_FOR else IDLE_POLL)
 
 
 def _wait_end(plan: LaunchPlan, container: Container, inbox: Inbox) -> None:

@@ -105,3 +105,31 @@ def test_a_container_dying_in_a_long_job_is_found_within_a_check(
     waiter.join(10)
     assert time.monotonic() - killed < 2.0  # CHECK_EVERY, not the directory's IDLE_POLL
     assert [e.message for e in failures] == ["sshd container exited (exit 137): sshd: exited"]
+
+
+def test_a_leader_slow_to_start_is_looked_for_rarely_and_a_signal_wakes_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "FAST_FOR", 0.0)
+    monkeypatch.setattr(worker, "IDLE_POLL", 60.0)
+    jobs = tmp_path / "jobs"
+    plan = SimpleNamespace(job=JobDir(jobs / "job"), ready_timeout=120.0, node="sim2", port=0)
+    inbox, outcome = Inbox(), []
+
+    def wait() -> None:
+        try:
+            worker._wait_job_dir(cast(Any, plan), inbox)
+            outcome.append("found")
+        except NodeFailed as e:
+            outcome.append(str(e))
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    time.sleep(0.5)
+    plan.job.path.mkdir(mode=0o700)
+    plan.job.authorized_keys.write_text("")  # the leader's keys; nobody looks for a minute
+    time.sleep(0.5)
+    assert waiter.is_alive()
+    inbox.stop.set()  # a signal: the worker looks at once and finds the keys
+    waiter.join(10)
+    assert outcome == ["found"]
