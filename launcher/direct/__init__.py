@@ -48,7 +48,7 @@ from launcher.direct.plan import (
     share_dir,
     tmp_fs,
 )
-from launcher.errors import LauncherError, NodeFailed, UsageError
+from launcher.errors import LauncherError, NodeFailed
 from launcher.plan import ContainerSpec, Identity, Options
 from launcher.record import Timings
 from launcher.signals import Inbox
@@ -91,16 +91,13 @@ def run(
         return 0
     progress.QUIET = quiet
     inbox = Inbox().install()
-    settings = engines.Settings(podman_root=plan.podman_root or engines.Settings.podman_root)
-    with engines.select(plan.engine, plan.node, settings) as engine:
-        if engine.name != "docker":
-            # Rootless Podman serves a job through a per-task service; the node's tasks
-            # sharing one container is not built for it yet.
-            raise UsageError(
-                f"--launch {plan.mode} runs on Docker only so far; this node chose {engine.name}",
-                node=plan.node,
-                hint="use --engine docker, or --launch ssh with Podman",
-            )
+    settings = engines.Settings(
+        podman_root=plan.podman_root or engines.Settings.podman_root,
+        podman_image_store=plan.podman_image_store,
+    )
+    # Under rootless Podman each task has its own API service; they share the node's
+    # storage, so the container the first task's service starts is every task's.
+    with engines.select(plan.engine, plan.node, settings):
         return _run(plan, ident, inbox, env.nodes)
 
 
@@ -179,8 +176,6 @@ def _run(plan: DirectPlan, ident: Identity, inbox: Inbox, nodes: Sequence[str] =
         if plan.procid == 0:  # one record per step, by the task that knows the most
             _record(plan, ident, nodes, started, timings, code, error)
     assert code is not None  # the rank ended: nothing was raised
-    if code != 0:
-        print(f"mpidock: {plan.node}: rank {plan.procid} exited {code}", file=sys.stderr)
     return code
 
 
@@ -228,7 +223,7 @@ def _start(
             tag = _image(client, plan, ident)
         with timings.phase("container"):
             node.start(client, plan, tag)
-        node.announce(plan)
+        node.announce(plan, tag)
     except LauncherError as e:
         share.fail(e.message)
         raise
@@ -239,6 +234,12 @@ def _image(client: docker.DockerClient, plan: DirectPlan, ident: Identity) -> st
     personalized (each node resolves the name itself: there is no leader to ask)."""
     say = movement.stderr_say(plan.node)
     store = ImageStore(plan.image_store, warn=say)
+    # An engine reading images in place from a shared store fills it once, for every
+    # node (concurrent fills of one image wait for each other).
+    ref = movement.registry_ref(plan.registry, plan.image) if plan.registry else ""
+    engines.of(client).import_image(
+        plan.image, lambda: store.find_by_name(plan.image), ref, images.personal_of(ident), say
+    )
     wanted, _ = movement.resolve(client, plan.image, store, plan.registry, plan.node, say)
     tag, _how = images.ensure_personal(client, wanted.image_id, ident, plan.node, plan.image)
     return tag

@@ -150,9 +150,11 @@ def start(client: docker.DockerClient, plan: DirectPlan, tag: str) -> Container:
     return container
 
 
-def announce(plan: DirectPlan) -> None:
-    """Tell the node's other tasks the container runs."""
-    (Path(plan.share_dir) / "ready").touch(mode=0o600)
+def announce(plan: DirectPlan, tag: str) -> None:
+    """Tell the node's other tasks the container runs, and from which image."""
+    share = Path(plan.share_dir)
+    (share / "ready.new").write_text(json.dumps({"image": tag}))
+    (share / "ready.new").replace(share / "ready")
 
 
 def wait_started(client: docker.DockerClient, plan: DirectPlan, inbox: Inbox) -> Container:
@@ -176,6 +178,9 @@ def wait_started(client: docker.DockerClient, plan: DirectPlan, inbox: Inbox) ->
                 hint="see the node's first task's error (SLURM_LOCALID 0)",
             )  # fmt: skip
         time.sleep(POLL)
+    tag = str(json.loads((share / "ready").read_text()).get("image", ""))
+    # An image of a shared store filled since this task's engine started is read now.
+    engines.of(client).shared_image(tag)
     try:
         return client.containers.get(plan.name)
     except NotFound as e:

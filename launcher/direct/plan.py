@@ -89,6 +89,7 @@ class DirectPlan:
     keep_image: bool = True
     engine: str = "auto"
     podman_root: str = ""
+    podman_image_store: str = ""
     mode: str = "pmix"
 
     @property
@@ -315,7 +316,7 @@ def build(
         image_store=opts.image_store or f"{ident.home}/.mpidock/images",
         registry=opts.registry, ready_timeout=opts.ready_timeout, grace=opts.grace,
         keep_image=opts.keep_image, engine=opts.engine, podman_root=opts.podman_root,
-        mode=mode,
+        podman_image_store=opts.podman_image_store, mode=mode,
     )  # fmt: skip
 
 

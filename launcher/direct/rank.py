@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 import docker
 from docker.errors import DockerException
 
-from launcher import containers
+from launcher import containers, proc
 from launcher.direct.plan import DirectPlan
 from launcher.errors import NodeFailed
 from launcher.signals import Inbox
@@ -54,18 +55,37 @@ def run(
     copier.start()
     _supervise(api, exec_id, plan, inbox, copier)
     code = _exit_code(api, exec_id)
+    if code is None and inbox.stop.is_set():
+        # Rootless Podman's API service is a process of the step: Slurm's SIGTERM ends it
+        # with the rest, and the service revived in its place never learns how an exec
+        # it did not start ended. The rank is gone (supervised to its end).
+        sig = passed_on(inbox.stop_signal)
+        _say(plan, f"ended after {sig.name} (its status lost with the engine's service)")
+        return 128 + sig
     if code is None:
         raise NodeFailed(f"rank {plan.procid} ended without an exit status", node=plan.node)
+    if code != 0:
+        _say(plan, f"exited {code}")
     return code
+
+
+def _say(plan: DirectPlan, what: str) -> None:
+    print(f"mpidock: {plan.node}: rank {plan.procid} {what}", file=sys.stderr)
 
 
 def _supervise(
     api: Any, exec_id: str, plan: DirectPlan, inbox: Inbox, copier: threading.Thread
 ) -> None:
-    """Until the rank's output ends: forward USR1/USR2, and a stop signal as SIGTERM
-    (SIGINT as itself), then SIGKILL once the grace period is over."""
+    """Until the rank has ended: forward USR1/USR2, and a stop signal as SIGTERM (SIGINT
+    as itself), then SIGKILL once the grace period is over. Its output ends with it, or
+    earlier when the engine's service is lost: then its process is watched to its end."""
     kill_at: float | None = None
-    while copier.is_alive():
+    pid = 0
+    while True:
+        if not copier.is_alive():
+            pid = pid or _pid(api, exec_id)
+            if pid <= 0 or not proc.alive(pid):
+                return
         for sig in inbox.take_pending():
             _signal(api, exec_id, sig, plan)
         if kill_at is None and inbox.stop.is_set():
@@ -99,6 +119,15 @@ def _signal(api: Any, exec_id: str, sig: int, plan: DirectPlan) -> None:
         pass  # it has just ended
     except PermissionError as e:
         log.warning("%s: cannot signal rank %d (pid %d): %s", plan.node, plan.procid, pid, e)
+
+
+def _pid(api: Any, exec_id: str) -> int:
+    """The rank's host PID while the engine says it runs; 0 when it has ended."""
+    try:
+        info = api.exec_inspect(exec_id)
+    except DockerException:
+        return 0
+    return int(info.get("Pid") or 0) if info.get("Running") else 0
 
 
 def _exit_code(api: Any, exec_id: str) -> int | None:

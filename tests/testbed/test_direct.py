@@ -1,21 +1,25 @@
 """The direct launch (--launch pmix) on the testbed: every Slurm task one rank, wired up by
 Slurm's PMIx server, one container per node, no sshd and no mpirun anywhere.
 
-Each job runs as mpiuser under Docker through sbatch with a time limit (jobs.submit)."""
+Each job runs through sbatch with a time limit (jobs.submit): as mpiuser under Docker,
+and where a test takes the `engine` fixture once more as mpinodocker under rootless
+Podman, each task with its own API service on the node's shared storage."""
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from launcher.testbed.jobs import Job, wait
+from launcher.testbed.jobs import Job, home_of, wait
 from launcher.testbed.layout import STATE as TMP
 from tests.testbed.conftest import (
     NODES,
@@ -26,6 +30,15 @@ from tests.testbed.conftest import (
     sbatch,
     submit,
 )
+from tests.testbed.engines import (
+    PODMAN_USER,
+    EngineCase,
+    assert_nothing_left_podman,
+    engine,
+    podman_registry_config,
+)
+
+__all__ = ["engine"]  # the fixture, for pytest
 
 HELLO = re.compile(r"rank (\d+) of (\d+) on (\S+) uid (\d+) gid (\d+)")
 ENTRY = "mpidock slurm-entry --launch pmix --engine docker --image mpidock/openmpi"
@@ -40,19 +53,26 @@ def direct(srun: str, command: str, timeout: float = 240) -> Job:
     return sbatch(["-N", "3", "--ntasks-per-node=2"], wrap, timeout=timeout)
 
 
-def test_a_ring_of_two_ranks_per_node_runs_without_sshd_or_mpirun() -> None:
-    job = direct("", f"sh -c 'mpi-hello --ring && {PROCESSES}'")
+# The containers' init: Docker's, or the catatonit rootless Podman binds in as podman-init.
+INIT = {"docker": "docker-init", "podman": "podman-init"}
+
+
+def test_a_ring_of_two_ranks_per_node_runs_without_sshd_or_mpirun(engine: EngineCase) -> None:
+    entry = ENTRY.replace("--engine docker", f"--engine {engine.name}")
+    wrap = f"srun --mpi=pmix {entry} -- sh -c 'mpi-hello --ring && {PROCESSES}'"
+    job = sbatch(["-N", "3", "--ntasks-per-node=2"], wrap, timeout=300, user=engine.user)
     assert job.state == "COMPLETED", job.output
     ranks = [m for m in HELLO.finditer(job.output)]
     assert sorted(int(m.group(1)) for m in ranks) == list(range(6))
     assert Counter(m.group(3) for m in ranks) == {n.name: 2 for n in NODES}
-    assert {(m.group(4), m.group(5)) for m in ranks} == {("1501", "1501")}
+    ids = pwd.getpwnam(engine.user)
+    assert {(m.group(4), m.group(5)) for m in ranks} == {(str(ids.pw_uid), str(ids.pw_gid))}
     assert "ring passed 6 ranks" in job.output
     names = set(job.output.split())
-    assert "docker-init" in names  # the containers' process tables were printed
+    assert INIT[engine.name] in names  # the containers' process tables were printed
     assert not names & {"sshd", "mpirun", "orted", "prted"}, job.output
     assert "mpidock: error" not in job.output
-    assert_nothing_left(job)
+    engine.assert_nothing_left(job)
 
 
 def test_a_rank_failing_on_one_node_fails_the_step_naming_that_node() -> None:
@@ -143,14 +163,22 @@ def test_pmix_mode_without_srun_mpi_pmix_is_one_line_and_leaves_nothing() -> Non
 
 def _wait_running(job_id: str, timeout: float = 120) -> None:
     """Until every node runs the job's container (its ranks are in it then or soon)."""
+
+    def running() -> bool:
+        states = [node_containers(n, f"org.mpidock.job={job_id}", "State") for n in NODES]
+        return all(s == ["running"] for s in states)
+
+    _wait(running, job_id, timeout)
+
+
+def _wait(ready: Callable[[], bool], job_id: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = [node_containers(n, f"org.mpidock.job={job_id}", "State") for n in NODES]
-        if all(s == ["running"] for s in states):
+        if ready():
             time.sleep(2)  # the ranks' execs start right after
             return
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id}: the nodes' containers never all ran: {states}")
+    raise AssertionError(f"job {job_id}: the nodes' containers never all ran")
 
 
 def test_mpich_through_pmi2_one_rank_per_node_and_two_on_one_node() -> None:
@@ -170,16 +198,29 @@ def test_mpich_through_pmi2_one_rank_per_node_and_two_on_one_node() -> None:
     assert left == [], "a step's meeting place outlived it"
 
 
-def test_a_node_that_takes_podman_is_one_line_for_now() -> None:
-    # mpinodocker reaches no Docker socket: auto takes rootless Podman, which this mode
-    # does not run on yet.
-    wrap = "srun --mpi=pmix mpidock slurm-entry --launch pmix --image mpidock/openmpi -- mpi-hello"
-    job = sbatch(["-N", "1"], wrap, timeout=60, user="mpinodocker")
-    assert job.state == "FAILED", job.output
-    said = [line for line in job.output.splitlines() if line.startswith("mpidock: error:")]
-    assert len(said) == 1, job.output
-    assert "--launch pmix runs on Docker only so far; this node chose podman" in said[0]
+def test_scancel_of_a_podman_step_leaves_nothing_on_any_node() -> None:
+    # mpinodocker reaches no Docker socket: auto takes rootless Podman. Every task's API
+    # service, the node's container (its conmon) and the user's namespace go.
+    wrap = "srun --mpi=pmix mpidock slurm-entry --launch pmix --image mpidock/openmpi -- " + (
+        "mpi-hello --sleep 300"
+    )
+    with podman_registry_config():
+        job_id = submit(["-N", "3", "--ntasks-per-node=2"], wrap, timeout=240, user=PODMAN_USER)
+        try:
+            _wait(lambda: _ranks_said_hello(job_id, PODMAN_USER, 6), job_id)
+        finally:
+            subprocess.run(["scancel", job_id], check=False)
+        job = wait(job_id, timeout=120, user=PODMAN_USER)
+    assert job.state == "CANCELLED", job.output
     assert "Traceback" not in job.output
+    assert_nothing_left_podman(job)
+    left = subprocess.run(["pgrep", "-f", "mpi-hello --sleep 300"], capture_output=True)
+    assert left.stdout == b"", "a rank outlived its job"
+
+
+def _ranks_said_hello(job_id: str, user: str, ranks: int) -> bool:
+    out = home_of(user) / "jobs-out" / f"{job_id}.out"
+    return out.exists() and len(HELLO.findall(out.read_text(errors="replace"))) == ranks
 
 
 @pytest.mark.parametrize(

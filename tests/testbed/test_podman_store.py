@@ -234,3 +234,28 @@ def test_an_import_from_the_docker_archive_store_needs_no_registry(
     assert (meta["image"], meta["source"]) == (ARCHIVED, "archive")
     (archive,) = archives.glob("*.tar")
     assert meta["id"] == f"sha256:{archive.stem}"
+
+
+def test_a_cold_direct_step_fills_the_store_once_for_every_node(shared: Path) -> None:
+    # --launch pmix: each node's first task fills the store or waits for the fill of
+    # another node's; no node copies the image into its own storage.
+    store = shared / USER
+    before = {n.name: local_bytes(n.name) for n in NODES}
+    wrap = " ".join([
+        *settings(shared), "srun --mpi=pmix mpidock slurm-entry --launch pmix --engine podman",
+        f"--image {IMAGE} -- sh -c 'mpi-hello --ring && sleep 4'",
+    ])  # fmt: skip
+    job_id = submit(["-N", "3", "--ntasks-per-node=2"], wrap, user=USER)
+    most = dict(before)
+    while not job_over(state(job_id)):
+        most = {n: max(most[n], local_bytes(n)) for n in most}
+        time.sleep(0.5)
+    job = wait(job_id, user=USER)
+    assert job.state == "COMPLETED", job.output
+    assert "ring passed 6 ranks" in job.output
+    assert all(most[n] - before[n] < 32 << 20 for n in most), (before, most)
+    (entry,) = entries(store)
+    meta = json.loads((store / entry / "mpidock-entry.json").read_text())
+    assert (meta["image"], meta["id"]) == (IMAGE, f"sha256:{entry}")
+    assert job.record()["engine"]["image_store"] == str(store)
+    assert_nothing_left_podman(job)
