@@ -25,7 +25,7 @@ import pytest
 from launcher.slurm import job_over
 from launcher.store import ImageStore
 from launcher.testbed.engines import HOST_SOCK
-from launcher.testbed.jobs import as_user, entry_wrap, sbatch, submit, user_argv, wait
+from launcher.testbed.jobs import Job, as_user, entry_wrap, sbatch, submit, user_argv, wait
 from launcher.testbed.layout import REGISTRY, SHARED
 from tests.testbed.conftest import NODES, sticky_shared
 from tests.testbed.engines import assert_nothing_left_podman, user_processes
@@ -70,6 +70,17 @@ def local_bytes(node: str) -> int:
     return int(done.stdout.split()[0]) if done.returncode == 0 else 0
 
 
+def sampled(options: list[str], wrap: str, before: dict[str, int]) -> tuple[Job, dict[str, int]]:
+    """The user's job, ended, and the most node-local storage each node held meanwhile:
+    sampled while the containers exist, since a per-container copy goes with its container."""
+    job_id = submit(options, wrap, user=USER)
+    most = dict(before)
+    while not job_over(state(job_id)):
+        most = {n: max(most[n], local_bytes(n)) for n in most}
+        time.sleep(0.5)
+    return wait(job_id, user=USER), most
+
+
 def test_a_cold_three_node_job_fills_the_store_once_and_no_node_holds_a_copy(
     shared: Path,
 ) -> None:
@@ -82,13 +93,7 @@ def test_a_cold_three_node_job_fills_the_store_once_and_no_node_holds_a_copy(
             ["--engine", "podman", "--image", IMAGE], "sh -c 'mpi-hello --ring && sleep 4'"
         )
     )
-    job_id = submit(["-N", "3"], wrap, user=USER)
-    # Sampled while the containers exist: a per-container copy goes with its container.
-    most = dict(before)
-    while not job_over(state(job_id)):
-        most = {n: max(most[n], local_bytes(n)) for n in most}
-        time.sleep(0.5)
-    job = wait(job_id, user=USER)
+    job, most = sampled(["-N", "3"], wrap, before)
     assert job.state == "COMPLETED", job.output
     assert len(HELLO.findall(job.output)) == 3
     after = {n.name: local_bytes(n.name) for n in NODES}
@@ -245,12 +250,7 @@ def test_a_cold_direct_step_fills_the_store_once_for_every_node(shared: Path) ->
         *settings(shared), "srun --mpi=pmix mpidock slurm-entry --launch pmix --engine podman",
         f"--image {IMAGE} -- sh -c 'mpi-hello --ring && sleep 4'",
     ])  # fmt: skip
-    job_id = submit(["-N", "3", "--ntasks-per-node=2"], wrap, user=USER)
-    most = dict(before)
-    while not job_over(state(job_id)):
-        most = {n: max(most[n], local_bytes(n)) for n in most}
-        time.sleep(0.5)
-    job = wait(job_id, user=USER)
+    job, most = sampled(["-N", "3", "--ntasks-per-node=2"], wrap, before)
     assert job.state == "COMPLETED", job.output
     assert "ring passed 6 ranks" in job.output
     assert all(most[n] - before[n] < 32 << 20 for n in most), (before, most)
