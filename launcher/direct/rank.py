@@ -94,7 +94,10 @@ def _supervise(
         if kill_at is not None and time.monotonic() > kill_at:
             _signal(api, exec_id, signal.SIGKILL, plan)
             kill_at = float("inf")
-        copier.join(POLL)
+        if copier.is_alive():
+            copier.join(POLL)
+        else:
+            time.sleep(POLL)  # watching the process: a join of an ended thread returns at once
 
 
 def passed_on(received: int | None) -> signal.Signals:

@@ -168,17 +168,17 @@ def _wait_running(job_id: str, timeout: float = 120) -> None:
         states = [node_containers(n, f"org.mpidock.job={job_id}", "State") for n in NODES]
         return all(s == ["running"] for s in states)
 
-    _wait(running, job_id, timeout)
+    _wait(running, f"job {job_id}: the nodes' containers all running", timeout)
 
 
-def _wait(ready: Callable[[], bool], job_id: str, timeout: float = 120) -> None:
+def _wait(ready: Callable[[], bool], what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready():
             time.sleep(2)  # the ranks' execs start right after
             return
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id}: the nodes' containers never all ran")
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
 def test_mpich_through_pmi2_one_rank_per_node_and_two_on_one_node() -> None:
@@ -207,7 +207,8 @@ def test_scancel_of_a_podman_step_leaves_nothing_on_any_node() -> None:
     with podman_registry_config():
         job_id = submit(["-N", "3", "--ntasks-per-node=2"], wrap, timeout=240, user=PODMAN_USER)
         try:
-            _wait(lambda: _ranks_said_hello(job_id, PODMAN_USER, 6), job_id)
+            said = f"job {job_id}: 6 ranks said hello"
+            _wait(lambda: _ranks_said_hello(job_id, PODMAN_USER, 6), said)
         finally:
             subprocess.run(["scancel", job_id], check=False)
         job = wait(job_id, timeout=120, user=PODMAN_USER)
